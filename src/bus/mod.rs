@@ -1,0 +1,2 @@
+//! The bus: lease sequencer, gRPC service and client.
+pub mod clock;
