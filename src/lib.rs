@@ -22,6 +22,7 @@ pub mod bus;
 pub mod deephaven;
 pub mod health;
 pub mod mirror;
+pub mod ops;
 pub mod schema;
 pub mod settings;
 pub mod telemetry;

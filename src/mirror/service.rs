@@ -1,0 +1,267 @@
+//! The mirror component of `dhbus run`: Barrage deltas of `agent_messages`
+//! and `agent_events` → Avro records → Kafka, reconciled on every
+//! (re)subscription so that restarts of the mirror, of Deephaven or of the
+//! broker lose nothing.
+//!
+//! Per table, one loop: read the topic back (what is already mirrored: key →
+//! version, tombstones), subscribe, diff the snapshot against it and send
+//! exactly the missing changes (tombstones for rows deleted meanwhile), then
+//! stream deltas. Any failure restarts the loop with backoff; the bus keeps
+//! running meanwhile.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int64Array, RecordBatch};
+use backoff::backoff::Backoff;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{MirrorTable, RecordDecoder, RecordEncoder, EncodedRecord};
+use super::durable::DurableAcks;
+use super::kafka_error::MirrorError;
+use super::readback::{read_all, StartAt};
+use super::sink::KafkaSink;
+use super::topics::{ensure_topics, MirrorTopics};
+use crate::deephaven::barrage::{subscribe, SubscribeOptions};
+use crate::deephaven::{SessionPool, TableHandle};
+use crate::ops::readiness::Readiness;
+use crate::schema::TableNames;
+
+/// Settings of the mirror.
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// Topic names.
+    pub topics: MirrorTopics,
+    /// Partitions for topics the mirror creates.
+    pub partitions: i32,
+    /// Deephaven table names.
+    pub tables: TableNames,
+}
+
+/// What the mirror already holds in Kafka for one table: key → version
+/// (`None` = tombstoned / for events, present).
+type Mirrored = HashMap<String, Option<i64>>;
+
+/// Runs the mirror until `shutdown`.
+pub async fn run(pool: SessionPool, cfg: MirrorConfig, durable: DurableAcks, ready: Readiness, shutdown: CancellationToken) {
+    let m = run_table(pool.clone(), cfg.clone(), MirrorTable::Messages, durable.clone(), ready.clone(), shutdown.clone());
+    let e = run_table(pool, cfg, MirrorTable::Events, durable, ready, shutdown);
+    tokio::join!(m, e);
+}
+
+async fn run_table(pool: SessionPool, cfg: MirrorConfig, table: MirrorTable, durable: DurableAcks, ready: Readiness, shutdown: CancellationToken) {
+    let mut backoff = backoff::ExponentialBackoff { max_elapsed_time: None, max_interval: Duration::from_secs(10), ..Default::default() };
+    loop {
+        let once = mirror_once(&pool, &cfg, table, &durable, &ready);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = once => {
+                let e = match r { Ok(()) => MirrorError::Shutdown, Err(e) => e };
+                ready.set("kafka", false, format!("mirror of {table}: {e}"));
+                metrics::counter!("dhbus_errors_total", "kind" => "mirror").increment(1);
+                let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(table = %table, error = %e, wait_ms = wait.as_millis() as u64, "mirror interrupted; resuming");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(wait) => {} }
+            }
+        }
+    }
+}
+
+fn topic_of(cfg: &MirrorConfig, table: MirrorTable) -> &str {
+    match table {
+        MirrorTable::Messages => &cfg.topics.messages,
+        MirrorTable::Events => &cfg.topics.events,
+    }
+}
+
+fn table_name(cfg: &MirrorConfig, table: MirrorTable) -> &str {
+    match table {
+        MirrorTable::Messages => &cfg.tables.messages,
+        MirrorTable::Events => &cfg.tables.events,
+    }
+}
+
+/// Reads the topic back into key → version.
+pub async fn read_mirrored(bootstrap: &str, topic: &str) -> Result<Mirrored, MirrorError> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let decoder = RecordDecoder::new().map_err(|e| MirrorError::Config(e.to_string()))?;
+        let mut out: Mirrored = HashMap::new();
+        read_all(&bootstrap, &topic, &StartAt::Earliest, Duration::from_millis(300), |r| {
+            let Some(key) = r.key.and_then(|k| String::from_utf8(k).ok()) else { return Ok(()) };
+            let version = match r.value {
+                None => None,
+                // What we cannot decode we treat as not mirrored: it will be re-sent.
+                Some(v) => match decoder.decode_value(&v) {
+                    Ok(row) => row.version().or(Some(i64::MIN)),
+                    Err(_) => return Ok(()),
+                },
+            };
+            out.insert(key, version);
+            Ok(())
+        })?;
+        Ok(out)
+    })
+    .await
+    .map_err(|_| MirrorError::Shutdown)?
+}
+
+async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable, durable: &DurableAcks, ready: &Readiness) -> Result<(), MirrorError> {
+    let topic = topic_of(cfg, table).to_string();
+    ensure_topics(&cfg.bootstrap, &cfg.topics, cfg.partitions).await?;
+    let mut mirrored = read_mirrored(&cfg.bootstrap, &topic).await?;
+    tracing::info!(table = %table, topic, mirrored = mirrored.len(), "mirror read back what Kafka holds");
+    let sink = KafkaSink::new(&cfg.bootstrap)?;
+    let encoder = RecordEncoder::new(table, table_name(cfg, table)).map_err(|e| MirrorError::Config(e.to_string()))?;
+    let session = pool.session().await;
+    let handle = TableHandle::open(&session, table_name(cfg, table)).await?;
+    let mut sub = subscribe(&handle, SubscribeOptions::default()).await?;
+    ready.set("kafka", true, "mirror streaming");
+
+    // Deliveries are awaited in order on the side; the read loop never blocks on them.
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<Pending>(100_000);
+    let acks_table = table;
+    let acks_durable = durable.clone();
+    let acker = tokio::spawn(async move {
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                p = ack_rx.recv(), if inflight.len() < 100_000 => match p {
+                    Some(p) => inflight.push_back(async move { (KafkaSink::await_delivery(p.fut).await, p.key, p.version, p.commit_ns) }),
+                    None if inflight.is_empty() => return Ok(()),
+                    None => {}
+                },
+                Some((r, key, version, commit_ns)) = inflight.next(), if !inflight.is_empty() => {
+                    if !r? {
+                        return Err(MirrorError::Config(format!("delivery of {key} failed; resubscribing")));
+                    }
+                    metrics::counter!("dhbus_mirror_records_total", "table" => acks_table.name()).increment(1);
+                    if let Some(c) = commit_ns {
+                        let lag = (crate::bus::clock::now_ns() - c).max(0) as f64 / 1e9;
+                        metrics::histogram!("dhbus_mirror_lag_seconds", "table" => acks_table.name()).record(lag);
+                    }
+                    if let (MirrorTable::Messages, Some(v)) = (acks_table, version) {
+                        acks_durable.acked(&key, v);
+                    }
+                }
+            }
+        }
+    });
+
+    let mut first = true;
+    let result: Result<(), MirrorError> = async {
+        while let Some(delta) = sub.next().await {
+            let delta = delta?;
+            let received = Instant::now();
+            if first || delta.is_snapshot {
+                first = false;
+                // Reconcile: rows whose version Kafka lacks, and tombstones for rows gone meanwhile.
+                let live = reconcile_snapshot(&sink, &topic, &encoder, table, &delta.added, &mut mirrored, &ack_tx).await?;
+                if table == MirrorTable::Messages {
+                    let gone: Vec<String> = mirrored.iter().filter(|(k, v)| v.is_some() && !live.contains_key(*k)).map(|(k, _)| k.clone()).collect();
+                    for key in gone {
+                        let rec = encoder.tombstone(&key);
+                        send(&sink, &topic, rec, None, &ack_tx).await?;
+                        mirrored.insert(key, None);
+                    }
+                }
+                continue;
+            }
+            for batch in [&delta.added, &delta.modified] {
+                send_batch(&sink, &topic, &encoder, table, batch, &mut mirrored, &ack_tx).await?;
+            }
+            if table == MirrorTable::Messages && delta.removed.num_rows() > 0 {
+                for rec in encoder.encode_batch(&delta.removed)? {
+                    let tomb = encoder.tombstone(&rec.key);
+                    mirrored.insert(rec.key.clone(), None);
+                    durable.forget(&rec.key);
+                    send(&sink, &topic, tomb, None, &ack_tx).await?;
+                }
+            }
+            metrics::histogram!("dhbus_mirror_encode_seconds").record(received.elapsed().as_secs_f64());
+        }
+        Err(MirrorError::Config("subscription ended".into()))
+    }
+    .await;
+    drop(ack_tx);
+    acker.abort();
+    result
+}
+
+/// One record waiting for its delivery report.
+struct Pending {
+    fut: rdkafka::producer::DeliveryFuture,
+    key: String,
+    version: Option<i64>,
+    commit_ns: Option<i64>,
+}
+
+async fn send(sink: &KafkaSink, topic: &str, rec: EncodedRecord, commit_ns: Option<i64>, acks: &tokio::sync::mpsc::Sender<Pending>) -> Result<(), MirrorError> {
+    let fut = sink.send(topic, &rec).await?;
+    acks.send(Pending { fut, key: rec.key, version: rec.version, commit_ns }).await.map_err(|_| MirrorError::Shutdown)
+}
+
+/// The column that tells when a row was committed (for the lag metric).
+fn commit_column(table: MirrorTable, batch: &RecordBatch) -> Option<Int64Array> {
+    let name = match table {
+        MirrorTable::Messages => "updated_ts",
+        MirrorTable::Events => "ts",
+    };
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+}
+
+/// Sends every row of `batch` whose version Kafka does not hold yet.
+async fn send_batch(
+    sink: &KafkaSink,
+    topic: &str,
+    encoder: &RecordEncoder,
+    table: MirrorTable,
+    batch: &RecordBatch,
+    mirrored: &mut Mirrored,
+    acks: &tokio::sync::mpsc::Sender<Pending>,
+) -> Result<(), MirrorError> {
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let commits = commit_column(table, batch);
+    for (i, rec) in encoder.encode_batch(batch)?.into_iter().enumerate() {
+        let held = mirrored.get(&rec.key).copied().flatten();
+        let already = match (table, held, rec.version) {
+            // Events are immutable: present once is enough.
+            (MirrorTable::Events, _, _) => mirrored.contains_key(&rec.key),
+            // A version Kafka already has (e.g. written by replay --follow) is not echoed.
+            (MirrorTable::Messages, Some(h), Some(v)) => v <= h,
+            _ => false,
+        };
+        if already {
+            continue;
+        }
+        mirrored.insert(rec.key.clone(), Some(rec.version.unwrap_or(i64::MIN)));
+        let commit = commits.as_ref().and_then(|c| (!c.is_null(i)).then(|| c.value(i)));
+        send(sink, topic, rec, commit, acks).await?;
+    }
+    Ok(())
+}
+
+/// Sends the snapshot rows Kafka lacks; returns the live keys with versions.
+async fn reconcile_snapshot(
+    sink: &KafkaSink,
+    topic: &str,
+    encoder: &RecordEncoder,
+    table: MirrorTable,
+    snapshot: &RecordBatch,
+    mirrored: &mut Mirrored,
+    acks: &tokio::sync::mpsc::Sender<Pending>,
+) -> Result<HashMap<String, Option<i64>>, MirrorError> {
+    let before = mirrored.len();
+    let live: HashMap<String, Option<i64>> =
+        if snapshot.num_rows() == 0 { HashMap::new() } else { encoder.encode_batch(snapshot)?.into_iter().map(|r| (r.key, r.version)).collect() };
+    send_batch(sink, topic, encoder, table, snapshot, mirrored, acks).await?;
+    tracing::info!(table = %table, live = live.len(), newly_mirrored = mirrored.len().saturating_sub(before), "mirror reconciled snapshot");
+    Ok(live)
+}
