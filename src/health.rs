@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use futures::StreamExt;
 use serde::Serialize;
 
-
+use crate::deephaven::barrage::{subscribe, SubscribeOptions};
 use crate::deephaven::{create_input_table, ClientConfig, DeephavenError, InputKind, InputTable, Session, TableHandle};
 use crate::proto::dh::grpc::{config_service_client::ConfigServiceClient, AuthenticationConstantsRequest};
 use crate::schema::{TableId, TableNames};
@@ -138,6 +138,8 @@ async fn streaming(session: &Session, names: &TableNames) -> Result<String, Deep
         }
         Err(e) => return Err(e),
     };
+    let mut sub = subscribe(&table, SubscribeOptions::default()).await?;
+    // One row per probe table (a fixed key, a fresh nonce), so probes never grow it.
     let probe = uuid::Uuid::now_v7().to_string();
     let start = Instant::now();
     let batch = RecordBatch::try_new(
@@ -150,6 +152,16 @@ async fn streaming(session: &Session, names: &TableNames) -> Result<String, Deep
     )?;
     let input = InputTable::new(table, vec!["probe_id".into()]);
     input.add(vec![batch]).await?;
-    let _ = start;
+    while let Some(delta) = sub.next().await {
+        let delta = delta?;
+        for b in [&delta.added, &delta.modified] {
+            if let Some(col) = b.column_by_name("nonce").and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
+                if col.iter().flatten().any(|v| v == probe) {
+                    let ms = start.elapsed().as_secs_f64() * 1e3;
+                    return Ok(format!("probe row seen through a subscription {ms:.1} ms after the write"));
+                }
+            }
+        }
+    }
     Err(DeephavenError::Protocol("subscription ended before the probe row arrived".into()))
 }

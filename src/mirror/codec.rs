@@ -22,8 +22,8 @@ use std::sync::{Arc, OnceLock};
 use apache_avro::rabin::Rabin;
 use apache_avro::Schema as AvroSchema;
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, GenericStringArray, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, OffsetSizeTrait, RecordBatch, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, GenericStringArray, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    OffsetSizeTrait, RecordBatch, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -155,9 +155,7 @@ impl MirrorTable {
     fn loaded(self) -> Result<&'static Loaded, SchemaError> {
         static CELLS: [OnceLock<Result<Loaded, String>>; 2] = [OnceLock::new(), OnceLock::new()];
         let cell = &CELLS[self as usize];
-        cell.get_or_init(|| self.load())
-            .as_ref()
-            .map_err(|reason| SchemaError { table: self, reason: reason.clone() })
+        cell.get_or_init(|| self.load()).as_ref().map_err(|reason| SchemaError { table: self, reason: reason.clone() })
     }
 
     fn load(self) -> Result<Loaded, String> {
@@ -202,21 +200,25 @@ pub fn arrow_schema(table: MirrorTable) -> SchemaRef {
 /// Java's `SchemaNormalization.fingerprint64(byte[])` computes the same; the
 /// fold's table checksum is built from it so other consumers can reproduce it.
 pub fn crc64_avro(data: &[u8]) -> u64 {
-    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
-    static TABLE: OnceLock<[u64; 256]> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u64; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut fp = i as u64;
-            for _ in 0..8 {
-                fp = (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg());
-            }
-            *slot = fp;
-        }
-        t
-    });
-    data.iter().fold(EMPTY, |fp, &b| (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize])
+    data.iter().fold(CRC64_EMPTY, |fp, &b| (fp >> 8) ^ CRC64_TABLE[((fp ^ u64::from(b)) & 0xff) as usize])
 }
+
+const CRC64_EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+const CRC64_TABLE: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut fp = i as u64;
+        let mut bit = 0;
+        while bit < 8 {
+            fp = (fp >> 1) ^ (CRC64_EMPTY & (fp & 1).wrapping_neg());
+            bit += 1;
+        }
+        table[i] = fp;
+        i += 1;
+    }
+    table
+};
 
 // ---------------------------------------------------------------------------
 // Avro binary primitives.
@@ -230,14 +232,19 @@ fn put_long(out: &mut Vec<u8>, n: i64) {
     out.push(z as u8);
 }
 
-/// Union branch 0 (`null`): a single zero byte.
+/// Union branch 0 (`null`): zigzag(0), a single byte.
 fn put_null(out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// Union branch 1 (the value): zigzag(1), a single byte.
+fn put_present(out: &mut Vec<u8>) {
+    out.push(2);
+}
+
 /// Union branch 1 followed by the string.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(2); // zigzag(1)
+    put_present(out);
     put_long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
 }
@@ -291,14 +298,17 @@ impl<'a> Reader<'a> {
     fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let start = self.pos;
         let len = self.long(field)?;
-        let len = usize::try_from(len)
-            .map_err(|_| DecodeError::Malformed { field, offset: start, reason: "negative string length" })?;
+        let len = usize::try_from(len).map_err(|_| DecodeError::Malformed {
+            field,
+            offset: start,
+            reason: "negative string length",
+        })?;
         let end = self.pos.checked_add(len).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
             return Err(self.fail(field, "string length exceeds the datum"));
         };
-        let text = std::str::from_utf8(&self.buf[self.pos..end])
-            .map_err(|_| self.fail(field, "string is not valid UTF-8"))?;
+        let text =
+            std::str::from_utf8(&self.buf[self.pos..end]).map_err(|_| self.fail(field, "string is not valid UTF-8"))?;
         self.pos = end;
         Ok(text.to_owned())
     }
@@ -328,7 +338,11 @@ impl FieldValue for Option<String> {
         }
     }
     fn read(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError> {
-        if r.present(field)? { r.string(field).map(Some) } else { Ok(None) }
+        if r.present(field)? {
+            r.string(field).map(Some)
+        } else {
+            Ok(None)
+        }
     }
     fn append(&self, b: &mut StringBuilder) {
         b.append_option(self.as_deref());
@@ -353,14 +367,18 @@ macro_rules! int_field {
             fn write(&self, out: &mut Vec<u8>) {
                 match *self {
                     Some(v) => {
-                        out.push(2);
+                        put_present(out);
                         put_long(out, i64::from(v));
                     }
                     None => put_null(out),
                 }
             }
             fn read(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError> {
-                if r.present(field)? { r.$read(field).map(Some) } else { Ok(None) }
+                if r.present(field)? {
+                    r.$read(field).map(Some)
+                } else {
+                    Ok(None)
+                }
             }
             fn append(&self, b: &mut $builder) {
                 b.append_option(*self);
@@ -535,7 +553,7 @@ impl Row {
     }
 }
 
-/// Builds an Arrow batch of [`arrow_schema`]`(table)` from rows (for replay
+/// Builds an Arrow batch of [`arrow_schema()`]`(table)` from rows (for replay
 /// into Deephaven). Every row must belong to `table`.
 pub fn rows_to_batch(table: MirrorTable, rows: &[Row]) -> Result<RecordBatch, RowsError> {
     let columns = match table {
@@ -618,7 +636,7 @@ impl Source<'_> {
             },
             Source::Int64(_) | Source::Int32(_) => match self.long_at(i) {
                 Some(v) => {
-                    out.push(2);
+                    put_present(out);
                     put_long(out, v);
                 }
                 None => put_null(out),
@@ -694,6 +712,19 @@ impl RecordEncoder {
     /// The tombstone of a removed row: its key, no value, no version.
     pub fn tombstone(&self, key: &str) -> EncodedRecord {
         self.record(key.to_owned(), None, None)
+    }
+
+    /// Tombstones for every row of `batch` (e.g. the rows a Barrage delta
+    /// removed, as the client-side copy last held them). Only the key column
+    /// is read; the others are checked like [`RecordEncoder::encode_batch`] does.
+    pub fn encode_tombstones(&self, batch: &RecordBatch) -> Result<Vec<EncodedRecord>, EncodeError> {
+        let sources = self.bind(batch)?;
+        (0..batch.num_rows())
+            .map(|i| match sources[0].str_at(i) {
+                Some(k) => Ok(self.tombstone(k)),
+                None => Err(EncodeError::NullKey { table: self.table, column: self.table.key_column(), row: i }),
+            })
+            .collect()
     }
 
     fn record(&self, key: String, value: Option<Vec<u8>>, version: Option<i64>) -> EncodedRecord {
@@ -793,6 +824,11 @@ impl RecordDecoder {
     /// its fingerprint names.
     pub fn decode_value(&self, value: &[u8]) -> Result<Row, DecodeError> {
         let table = self.identify(value)?;
+        Self::read_row(table, value)
+    }
+
+    /// Reads the datum after an already checked header.
+    fn read_row(table: MirrorTable, value: &[u8]) -> Result<Row, DecodeError> {
         let mut r = Reader { buf: value, pos: HEADER_LEN };
         let row = match table {
             MirrorTable::Messages => Row::Message(MessageRow::read_datum(&mut r)?),
@@ -816,7 +852,7 @@ impl RecordDecoder {
         if found != table {
             return Err(DecodeError::WrongTable { expected: table, found });
         }
-        let row = self.decode_value(value)?;
+        let row = Self::read_row(table, value)?;
         if row.key() != Some(key.as_str()) {
             return Err(DecodeError::KeyMismatch { row_key: row.key().map(str::to_owned), key });
         }
@@ -990,7 +1026,9 @@ pub(crate) mod tests {
             assert_eq!(crc64_avro(schema.canonical_form().as_bytes()).to_le_bytes(), fp);
             let mut w = GenericSingleObjectWriter::new_with_capacity(schema, 1024).expect("writer");
             let row = match table {
-                MirrorTable::Messages => Row::Message(MessageRow { message_id: Some("k".into()), ..Default::default() }),
+                MirrorTable::Messages => {
+                    Row::Message(MessageRow { message_id: Some("k".into()), ..Default::default() })
+                }
                 MirrorTable::Events => Row::Event(EventRow { event_id: Some("k".into()), ..Default::default() }),
             };
             let mut theirs = Vec::new();
@@ -1056,21 +1094,33 @@ pub(crate) mod tests {
         let rows: Vec<Row> =
             recs.iter().map(|r| decoder().decode_value(r.value.as_deref().expect("v")).expect("decode")).collect();
         let want = [
-            MessageRow { message_id: Some("a".into()), version: Some(7), payload_json: Some("{}".into()), priority: Some(-3), ..Default::default() },
+            MessageRow {
+                message_id: Some("a".into()),
+                version: Some(7),
+                payload_json: Some("{}".into()),
+                priority: Some(-3),
+                ..Default::default()
+            },
             MessageRow { message_id: Some("b".into()), priority: Some(i32::MAX), ..Default::default() },
         ];
         assert_eq!(rows, want.map(Row::Message));
-        assert_eq!(recs[0].headers, vec![(HEADER_TABLE, b"tenant_agent_messages".to_vec()), (HEADER_VERSION, b"7".to_vec())]);
+        assert_eq!(
+            recs[0].headers,
+            vec![(HEADER_TABLE, b"tenant_agent_messages".to_vec()), (HEADER_VERSION, b"7".to_vec())]
+        );
         assert_eq!(recs[1].headers, vec![(HEADER_TABLE, b"tenant_agent_messages".to_vec())]);
         assert_eq!(recs[1].version, None);
         let sliced = enc.encode_batch(&batch.slice(1, 1)).expect("sliced");
         assert_eq!(sliced[0], recs[1]);
+        let tombs = enc.encode_tombstones(&batch).expect("tombstones");
+        assert_eq!(tombs, vec![enc.tombstone("a"), enc.tombstone("b")]);
     }
 
     #[test]
     fn event_headers_and_tombstones() {
         let enc = encoder(MirrorTable::Events);
-        let rec = enc.encode_row(&Row::Event(EventRow { event_id: Some("e1".into()), ..Default::default() })).expect("enc");
+        let rec =
+            enc.encode_row(&Row::Event(EventRow { event_id: Some("e1".into()), ..Default::default() })).expect("enc");
         assert_eq!(rec.version, Some(EVENT_VERSION));
         assert_eq!(rec.headers[1], (HEADER_VERSION, b"0".to_vec()));
         let t = enc.tombstone("e1");
@@ -1084,14 +1134,21 @@ pub(crate) mod tests {
     fn bad_batches_name_the_column() {
         let enc = encoder(MirrorTable::Events);
         let col = |v: Vec<Option<&str>>| Arc::new(arrow::array::StringArray::from(v)) as ArrayRef;
-        let err = |cols: Vec<(&str, ArrayRef)>| enc.encode_batch(&RecordBatch::try_from_iter(cols).expect("batch")).unwrap_err();
+        let err = |cols: Vec<(&str, ArrayRef)>| {
+            enc.encode_batch(&RecordBatch::try_from_iter(cols).expect("batch")).unwrap_err()
+        };
         let e = err(vec![("event_id", col(vec![Some("a")])), ("bogus", col(vec![None]))]);
         assert_eq!(e, EncodeError::UnknownColumn { table: MirrorTable::Events, column: "bogus".into() });
         assert!(e.to_string().contains("`bogus`"));
         let e = err(vec![("event_id", col(vec![Some("a")])), ("ts", col(vec![None]))]);
         assert_eq!(
             e,
-            EncodeError::WrongType { table: MirrorTable::Events, column: "ts".into(), expected: DataType::Int64, found: DataType::Utf8 }
+            EncodeError::WrongType {
+                table: MirrorTable::Events,
+                column: "ts".into(),
+                expected: DataType::Int64,
+                found: DataType::Utf8
+            }
         );
         assert!(e.to_string().contains("`ts`") && e.to_string().contains("Int64") && e.to_string().contains("Utf8"));
         let e = err(vec![("event_id", col(vec![Some("a")])), ("event_id", col(vec![Some("b")]))]);
@@ -1114,15 +1171,24 @@ pub(crate) mod tests {
         let m = MirrorTable::Messages;
         let e = MirrorTable::Events;
         assert_eq!(dec.decode(e, b"e", Some(&good[..9])), Err(DecodeError::TooShort { len: 9 }));
-        assert_eq!(dec.decode(e, b"e", Some(&[0xC3, 0x02, 0, 0, 0, 0, 0, 0, 0, 0])), Err(DecodeError::BadMagic { found: [0xC3, 0x02] }));
+        assert_eq!(
+            dec.decode(e, b"e", Some(&[0xC3, 0x02, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(DecodeError::BadMagic { found: [0xC3, 0x02] })
+        );
         let mut unknown = good.clone();
         unknown[2..10].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
         let err = dec.decode(e, b"e", Some(&unknown)).unwrap_err();
-        assert_eq!(err, DecodeError::UnknownFingerprint { fingerprint: 0x0102_0304_0506_0708, bytes: [8, 7, 6, 5, 4, 3, 2, 1] });
+        assert_eq!(
+            err,
+            DecodeError::UnknownFingerprint { fingerprint: 0x0102_0304_0506_0708, bytes: [8, 7, 6, 5, 4, 3, 2, 1] }
+        );
         assert!(err.to_string().contains("0102030405060708"));
         assert_eq!(dec.decode(m, b"e", Some(&good)), Err(DecodeError::WrongTable { expected: m, found: e }));
         assert_eq!(dec.decode(e, &[0xff], Some(&good)), Err(DecodeError::InvalidKey));
-        assert_eq!(dec.decode(e, b"x", Some(&good)), Err(DecodeError::KeyMismatch { key: "x".into(), row_key: Some("e".into()) }));
+        assert_eq!(
+            dec.decode(e, b"x", Some(&good)),
+            Err(DecodeError::KeyMismatch { key: "x".into(), row_key: Some("e".into()) })
+        );
         let mut trailing = good.clone();
         trailing.push(0);
         assert_eq!(dec.decode(e, b"e", Some(&trailing)), Err(DecodeError::TrailingBytes { count: 1 }));
@@ -1130,17 +1196,29 @@ pub(crate) mod tests {
         assert!(matches!(truncated, DecodeError::Malformed { field: "details_json", .. }), "{truncated}");
         let mut branch = good.clone();
         branch[10] = 4; // union index 2 for event_id
-        assert_eq!(dec.decode_value(&branch), Err(DecodeError::Malformed { field: "event_id", offset: 10, reason: "union branch index is not 0 or 1" }));
+        assert_eq!(
+            dec.decode_value(&branch),
+            Err(DecodeError::Malformed { field: "event_id", offset: 10, reason: "union branch index is not 0 or 1" })
+        );
         let mut utf8 = good.clone();
         utf8[12] = 0xff; // the "e" of event_id
-        assert!(matches!(dec.decode_value(&utf8), Err(DecodeError::Malformed { field: "event_id", reason: "string is not valid UTF-8", .. })));
+        assert!(matches!(
+            dec.decode_value(&utf8),
+            Err(DecodeError::Malformed { field: "event_id", reason: "string is not valid UTF-8", .. })
+        ));
         let mut header = Vec::from(&good[..HEADER_LEN]);
         header.extend_from_slice(&[2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
-        assert!(matches!(dec.decode_value(&header), Err(DecodeError::Malformed { reason: "varint overflows 64 bits", .. })));
+        assert!(matches!(
+            dec.decode_value(&header),
+            Err(DecodeError::Malformed { reason: "varint overflows 64 bits", .. })
+        ));
         let mut int_range = Vec::from(&MAGIC);
         int_range.extend_from_slice(&m.fingerprint().expect("fp"));
         int_range.extend_from_slice(&[0; 11]); // eleven null fields up to priority
         int_range.extend_from_slice(&[2, 0x80, 0x80, 0x80, 0x80, 0x10]); // 2^32
-        assert!(matches!(dec.decode_value(&int_range), Err(DecodeError::Malformed { field: "priority", reason: "int out of 32-bit range", .. })));
+        assert!(matches!(
+            dec.decode_value(&int_range),
+            Err(DecodeError::Malformed { field: "priority", reason: "int out of 32-bit range", .. })
+        ));
     }
 }

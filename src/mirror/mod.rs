@@ -10,6 +10,6 @@ pub mod kafka_config;
 pub mod kafka_error;
 pub mod readback;
 pub mod replay;
-// pub mod service;
+pub mod service;
 pub mod sink;
 pub mod topics;

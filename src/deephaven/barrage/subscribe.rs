@@ -44,6 +44,8 @@ pub struct Subscription {
     schema: SchemaRef,
     /// The task reading the exchange; aborted on drop.
     task: tokio::task::JoinHandle<()>,
+    /// The client-side copy, shared with the task (for snapshots on demand).
+    state: std::sync::Arc<std::sync::Mutex<TableState>>,
 }
 
 impl Drop for Subscription {
@@ -53,9 +55,17 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// The subscribed table's schema.
+    /// The subscribed table's schema (as the server announced it).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// The client-side copy right now, rows in row-key order. It reflects
+    /// every delta the task has applied, which may be ahead of what this
+    /// stream has yielded so far.
+    pub fn snapshot(&self) -> Result<arrow::array::RecordBatch> {
+        let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.snapshot()?)
     }
 }
 
@@ -107,11 +117,11 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
     };
 
     let (tx, rx) = mpsc::channel(opts.buffer.max(1));
-    let task_schema = schema.clone();
+    let mut assembler = UpdateAssembler::new(schema.clone());
+    let state = std::sync::Arc::new(std::sync::Mutex::new(TableState::new(assembler.table_schema())));
+    let task_state = state.clone();
     let task = tokio::spawn(async move {
         let _keep_open = req_tx;
-        let mut assembler = UpdateAssembler::new(task_schema.clone());
-        let mut state = TableState::new(task_schema);
         while let Some(msg) = inbound.next().await {
             let msg = match msg {
                 Ok(m) => m,
@@ -128,7 +138,7 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
                     return;
                 }
             };
-            let delta = state.apply(update).map_err(DeephavenError::from);
+            let delta = task_state.lock().unwrap_or_else(|p| p.into_inner()).apply(update).map_err(DeephavenError::from);
             let failed = delta.is_err();
             if tx.send(delta).await.is_err() || failed {
                 return;
@@ -136,5 +146,5 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
         }
         let _ = tx.send(Err(DeephavenError::Connection { endpoint: session.endpoint(), message: "subscription stream ended".into() })).await;
     });
-    Ok(Subscription { rx, schema, task })
+    Ok(Subscription { rx, schema, task, state })
 }
