@@ -126,16 +126,10 @@ impl UpdateAssembler {
     /// An assembler for a table; `schema` may be the subscription schema as
     /// the server sent it (list-wrapped) or the plain table schema.
     pub fn new(schema: SchemaRef) -> Self {
-        let mut assembler = UpdateAssembler { wire: schema.clone(), table: schema, wire_nodes: None, pending: None };
-        let schema = assembler.wire.clone();
-        assembler.set_schema(&schema);
-        assembler
-    }
-
-    fn set_schema(&mut self, schema: &Schema) {
-        self.table = table_schema(schema);
-        self.wire = wire_schema(&self.table);
-        self.wire_nodes = self.wire.fields().iter().map(|f| field_nodes(f.data_type())).sum();
+        let table = table_schema(&schema);
+        let wire = wire_schema(&table);
+        let wire_nodes = wire.fields().iter().map(|f| field_nodes(f.data_type())).sum();
+        UpdateAssembler { wire, table, wire_nodes, pending: None }
     }
 
     /// The table schema (list wrapping removed) of the arrays this emits.
@@ -158,7 +152,7 @@ impl UpdateAssembler {
             if self.pending.is_some() {
                 return Err(BarrageError::UnexpectedMessage("schema message in the middle of an update".into()));
             }
-            self.set_schema(&fb_to_schema(schema));
+            *self = UpdateAssembler::new(Arc::new(fb_to_schema(schema)));
             return Ok(None);
         }
         if !msg.app_metadata.is_empty() {

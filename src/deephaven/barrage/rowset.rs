@@ -194,19 +194,22 @@ pub fn decode_shifts(starts: &RowSet, ends: &RowSet, dests: &RowSet) -> Result<V
         return Err(BarrageError::Unsupported(format!("{} shifts in one update (limit {MAX_SHIFTS})", starts.len())));
     }
     let mut shifts = Vec::with_capacity(starts.len() as usize);
-    let mut previous_end: Option<u64> = None;
+    // Last source key and last destination key of the previous shift.
+    let mut previous: Option<(u64, u64)> = None;
     for ((start, end), dest) in starts.iter().zip(ends.iter()).zip(dests.iter()) {
         let bad = |reason| BarrageError::InvalidShift { start, end, dest, reason };
         if end < start {
             return Err(bad("end before start"));
         }
-        if previous_end.is_some_and(|p| start <= p) {
+        if previous.is_some_and(|(p, _)| start <= p) {
             return Err(bad("overlaps the previous shift"));
         }
-        if dest.checked_add(end - start).is_none_or(|last| last > MAX_KEY) {
-            return Err(bad("destination beyond the key space"));
+        let dest_end = dest.checked_add(end - start).filter(|&last| last <= MAX_KEY);
+        let dest_end = dest_end.ok_or_else(|| bad("destination beyond the key space"))?;
+        if previous.is_some_and(|(_, d)| dest <= d) {
+            return Err(bad("destination overlaps the previous shift's"));
         }
-        previous_end = Some(end);
+        previous = Some((end, dest_end));
         // Both keys are at most i64::MAX, so the difference fits in an i64.
         shifts.push(Shift { start, end, delta: dest as i64 - start as i64 });
     }
@@ -567,6 +570,14 @@ mod tests {
         assert!(matches!(
             decode_shifts(&keys(&[1, 3]), &keys(&[4, 6]), &keys(&[10, 20])),
             Err(BarrageError::InvalidShift { reason: "overlaps the previous shift", .. })
+        ));
+        assert!(matches!(
+            decode_shifts(&keys(&[1, 5]), &keys(&[2, 6]), &keys(&[10, 11])),
+            Err(BarrageError::InvalidShift { reason: "destination overlaps the previous shift's", .. })
+        ));
+        assert!(matches!(
+            decode_shifts(&keys(&[1]), &keys(&[3]), &keys(&[MAX_KEY - 1])),
+            Err(BarrageError::InvalidShift { reason: "destination beyond the key space", .. })
         ));
         let mut truncated = encode_shift_data(&shifts);
         truncated.pop();

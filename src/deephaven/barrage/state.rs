@@ -8,7 +8,7 @@
 //! When a column's dead cells outnumber its live ones, or it has too many
 //! small chunks, its live cells are gathered into one chunk (amortised O(1)).
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 
 use arrow::array::{new_empty_array, Array, ArrayRef};
 use arrow::compute::interleave;
@@ -178,8 +178,8 @@ impl TableState {
                 actual: modified_rows.len(),
             });
         }
-        self.check_columns("added", &added, std::slice::from_ref(&meta.added_rows))?;
-        self.check_columns("modified", &modified, &modified_rows)?;
+        self.check_columns("added", &added, |_| meta.added_rows.len())?;
+        self.check_columns("modified", &modified, |i| modified_rows[i].len())?;
 
         // Removed rows: look them all up (and capture their values) first.
         let mut removed_keys = Vec::new();
@@ -200,21 +200,7 @@ impl TableState {
         self.apply_shifts(&meta.shifts)?;
         let added_keys = self.insert(&meta.added_rows, &added)?;
 
-        let mut modified_keys: Vec<u64> = Vec::new();
-        for (column, (rows, values)) in modified_rows.iter().zip(modified).enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            let chunk = self.columns[column].push_chunk(values)?;
-            for (row, key) in rows.iter().enumerate() {
-                let slot = *self.index.get(&key).ok_or(BarrageError::ModifyUnknownKey { key, column })?;
-                self.columns[column].cells[slot as usize] = Cell { chunk, row: row as u32 };
-                modified_keys.push(key);
-            }
-        }
-        modified_keys.sort_unstable();
-        modified_keys.dedup();
-        let modified_slots: Vec<u32> = modified_keys.iter().map(|k| self.index[k]).collect();
+        let (modified_keys, modified_slots) = self.modify(&modified_rows, modified)?;
         let modified = self.gather_batch(&modified_slots)?;
         let added = self.batch(added, added_keys.len())?;
         self.compact()?;
@@ -231,26 +217,66 @@ impl TableState {
         })
     }
 
-    /// Checks that per-column data matches the schema and the row counts
-    /// (`rows` holds one RowSet shared by all columns, or one per column).
-    fn check_columns(&self, what: &'static str, data: &[ArrayRef], rows: &[RowSet]) -> Result<(), BarrageError> {
+    /// Repoints the modified cells of each column to the new values; returns
+    /// the keys modified in any column and their slots, in key order.
+    fn modify(&mut self, rows: &[RowSet], values: Vec<ArrayRef>) -> Result<(Vec<u64>, Vec<u32>), BarrageError> {
+        // Slots of the last distinct RowSet looked up, reused by columns that
+        // share it (an upsert modifies every column at the same keys).
+        let mut cached: Option<(usize, Vec<u32>)> = None;
+        let mut distinct = 0;
+        for (column, values) in values.into_iter().enumerate() {
+            if rows[column].is_empty() {
+                continue;
+            }
+            if !cached.as_ref().is_some_and(|(c, _)| rows[*c] == rows[column]) {
+                let slots = rows[column]
+                    .iter()
+                    .map(|key| self.index.get(&key).copied().ok_or(BarrageError::ModifyUnknownKey { key, column }))
+                    .collect::<Result<Vec<u32>, _>>()?;
+                cached = Some((column, slots));
+                distinct += 1;
+            }
+            let chunk = self.columns[column].push_chunk(values)?;
+            if let Some((_, slots)) = &cached {
+                let cells = &mut self.columns[column].cells;
+                for (row, &slot) in slots.iter().enumerate() {
+                    cells[slot as usize] = Cell { chunk, row: row as u32 };
+                }
+            }
+        }
+        match cached {
+            None => Ok((Vec::new(), Vec::new())),
+            Some((column, slots)) if distinct == 1 => Ok((rows[column].iter().collect(), slots)),
+            Some(_) => {
+                let mut keys: Vec<u64> = rows.iter().flat_map(RowSet::iter).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let slots = keys.iter().map(|k| self.index[k]).collect();
+                Ok((keys, slots))
+            }
+        }
+    }
+
+    /// Checks that per-column data matches the schema and that column `i`
+    /// holds `rows(i)` values.
+    fn check_columns(
+        &self,
+        what: &'static str,
+        data: &[ArrayRef],
+        rows: impl Fn(usize) -> u64,
+    ) -> Result<(), BarrageError> {
         let fields = self.schema.fields();
-        if data.len() != fields.len() || (rows.len() != 1 && rows.len() != fields.len()) {
-            let actual = if data.len() != fields.len() { data.len() } else { rows.len() };
-            return Err(BarrageError::LengthMismatch { what: "columns in update", expected: fields.len(), actual });
+        if data.len() != fields.len() {
+            return Err(BarrageError::LengthMismatch { what, expected: fields.len(), actual: data.len() });
         }
         for (i, (array, field)) in data.iter().zip(fields).enumerate() {
-            let expected = rows.get(i).unwrap_or(&rows[0]).len();
             let mismatch = |detail| BarrageError::ColumnMismatch { column: i, name: field.name().clone(), detail };
-            if array.len() as u64 != expected {
-                return Err(mismatch(format!("{} {what} values for {expected} {what} rows", array.len())));
+            if array.len() as u64 != rows(i) {
+                return Err(mismatch(format!("{} {what} values for {} {what} rows", array.len(), rows(i))));
             }
             if array.data_type() != field.data_type() {
-                return Err(mismatch(format!(
-                    "{what} values of type {}, schema says {}",
-                    array.data_type(),
-                    field.data_type()
-                )));
+                let (got, want) = (array.data_type(), field.data_type());
+                return Err(mismatch(format!("{what} values of type {got}, schema says {want}")));
             }
         }
         Ok(())
@@ -308,25 +334,34 @@ impl TableState {
             .zip(data)
             .map(|(column, array)| column.push_chunk(array.clone()))
             .collect::<Result<Vec<u32>, _>>()?;
-        let mut added = Vec::with_capacity(data.first().map_or(0, |a| a.len()));
-        for (row, key) in keys.iter().enumerate() {
-            if self.index.contains_key(&key) {
-                return Err(BarrageError::AddExistingKey { key });
+        let added: Vec<u64> = keys.iter().collect();
+        if self.index.is_empty() {
+            // Fast path for snapshots: slots 0..n in key order, index built in bulk.
+            u32::try_from(added.len()).map_err(|_| too_large("rows"))?;
+            self.free.clear();
+            for (column, &chunk) in self.columns.iter_mut().zip(&chunks) {
+                column.cells = (0..added.len()).map(|row| Cell { chunk, row: row as u32 }).collect();
             }
+            self.index = added.iter().enumerate().map(|(slot, &key)| (key, slot as u32)).collect();
+            return Ok(added);
+        }
+        for (row, &key) in added.iter().enumerate() {
+            let Entry::Vacant(entry) = self.index.entry(key) else {
+                return Err(BarrageError::AddExistingKey { key });
+            };
             let slot = match self.free.pop() {
                 Some(slot) => slot,
                 None => {
-                    let slot = self.columns.first().map_or(self.index.len(), |c| c.cells.len());
+                    let slot = self.columns.first().map_or(0, |c| c.cells.len());
                     let slot = u32::try_from(slot).map_err(|_| too_large("rows"))?;
                     self.columns.iter_mut().for_each(|c| c.cells.push(Cell::default()));
                     slot
                 }
             };
-            self.index.insert(key, slot);
+            entry.insert(slot);
             for (column, &chunk) in self.columns.iter_mut().zip(&chunks) {
                 column.cells[slot as usize] = Cell { chunk, row: row as u32 };
             }
-            added.push(key);
         }
         Ok(added)
     }
@@ -589,8 +624,12 @@ mod tests {
         meta.added_rows = keys(&added);
 
         let mut modified: [Vec<Row>; 2] = Default::default();
+        let mut picked: Vec<u64> = Vec::new();
         for (column, values) in modified.iter_mut().enumerate() {
-            let picked: Vec<u64> = existing.iter().copied().filter(|_| rng.chance(25)).collect();
+            // Sometimes both columns change at the same keys, as in an upsert.
+            if column == 0 || rng.chance(70) {
+                picked = existing.iter().copied().filter(|_| rng.chance(25)).collect();
+            }
             for k in &picked {
                 let value = rng.value();
                 let cell = model.get_mut(k).unwrap();
