@@ -172,9 +172,8 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
                 }
                 continue;
             }
-            for batch in [&delta.added, &delta.modified] {
-                send_batch(&sink, &topic, &encoder, table, batch, &mut mirrored, &ack_tx).await?;
-            }
+            // Barrage applies removes before adds: a key removed and re-added in one
+            // update must end up present, so tombstones go first.
             if table == MirrorTable::Messages && delta.removed.num_rows() > 0 {
                 for rec in encoder.encode_batch(&delta.removed)? {
                     let tomb = encoder.tombstone(&rec.key);
@@ -182,6 +181,9 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
                     durable.forget(&rec.key);
                     send(&sink, &topic, tomb, None, &ack_tx).await?;
                 }
+            }
+            for batch in [&delta.added, &delta.modified] {
+                send_batch(&sink, &topic, &encoder, table, batch, &mut mirrored, Mode::Stream, &ack_tx).await?;
             }
             metrics::histogram!("dhbus_mirror_encode_seconds").record(received.elapsed().as_secs_f64());
         }
@@ -215,7 +217,20 @@ fn commit_column(table: MirrorTable, batch: &RecordBatch) -> Option<Int64Array> 
     batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
 }
 
-/// Sends every row of `batch` whose version Kafka does not hold yet.
+/// How a row is compared with what Kafka holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Live deltas: a version Kafka already has (or a lower one) is not sent
+    /// again — this is what stops echoes when a replay `--follow` writes the table.
+    Stream,
+    /// After (re)subscribing: Kafka must end up with exactly the snapshot's
+    /// version; a lower version (row deleted and re-created meanwhile) is sent
+    /// after a tombstone so that folding the topic keeps it.
+    Reconcile,
+}
+
+/// Sends the rows of `batch` that Kafka lacks (see [`Mode`]).
+#[allow(clippy::too_many_arguments)]
 async fn send_batch(
     sink: &KafkaSink,
     topic: &str,
@@ -223,6 +238,7 @@ async fn send_batch(
     table: MirrorTable,
     batch: &RecordBatch,
     mirrored: &mut Mirrored,
+    mode: Mode,
     acks: &tokio::sync::mpsc::Sender<Pending>,
 ) -> Result<(), MirrorError> {
     if batch.num_rows() == 0 {
@@ -231,15 +247,21 @@ async fn send_batch(
     let commits = commit_column(table, batch);
     for (i, rec) in encoder.encode_batch(batch)?.into_iter().enumerate() {
         let held = mirrored.get(&rec.key).copied().flatten();
-        let already = match (table, held, rec.version) {
+        let v = rec.version.unwrap_or(i64::MIN);
+        let already = match (table, mode, held) {
             // Events are immutable: present once is enough.
             (MirrorTable::Events, _, _) => mirrored.contains_key(&rec.key),
-            // A version Kafka already has (e.g. written by replay --follow) is not echoed.
-            (MirrorTable::Messages, Some(h), Some(v)) => v <= h,
-            _ => false,
+            (MirrorTable::Messages, Mode::Stream, Some(h)) => v <= h,
+            (MirrorTable::Messages, Mode::Reconcile, Some(h)) => v == h,
+            (MirrorTable::Messages, _, None) => false,
         };
         if already {
             continue;
+        }
+        if let (MirrorTable::Messages, Mode::Reconcile, Some(h)) = (table, mode, held) {
+            if v < h {
+                send(sink, topic, encoder.tombstone(&rec.key), None, acks).await?;
+            }
         }
         mirrored.insert(rec.key.clone(), Some(rec.version.unwrap_or(i64::MIN)));
         let commit = commits.as_ref().and_then(|c| (!c.is_null(i)).then(|| c.value(i)));
@@ -261,7 +283,7 @@ async fn reconcile_snapshot(
     let before = mirrored.len();
     let live: HashMap<String, Option<i64>> =
         if snapshot.num_rows() == 0 { HashMap::new() } else { encoder.encode_batch(snapshot)?.into_iter().map(|r| (r.key, r.version)).collect() };
-    send_batch(sink, topic, encoder, table, snapshot, mirrored, acks).await?;
+    send_batch(sink, topic, encoder, table, snapshot, mirrored, Mode::Reconcile, acks).await?;
     tracing::info!(table = %table, live = live.len(), newly_mirrored = mirrored.len().saturating_sub(before), "mirror reconciled snapshot");
     Ok(live)
 }

@@ -127,7 +127,8 @@ impl UpdateAssembler {
     /// the server sent it (list-wrapped) or the plain table schema.
     pub fn new(schema: SchemaRef) -> Self {
         let table = table_schema(&schema);
-        let wire = wire_schema(&table);
+        // Keep the server's own wrapping when given it; wrap a plain schema.
+        let wire = if is_list_wrapped(&schema) { schema } else { wire_schema(&table) };
         let wire_nodes = wire.fields().iter().map(|f| field_nodes(f.data_type())).sum();
         UpdateAssembler { wire, table, wire_nodes, pending: None }
     }
@@ -229,14 +230,19 @@ fn list_values(column: &ArrayRef) -> Option<ArrayRef> {
 
 /// An update whose batches are still arriving.
 struct Pending {
+    /// The update's metadata, with one modified RowSet per column.
     meta: UpdateMetadata,
     /// Added values each column must receive.
     added_expected: usize,
+    /// Added values each column has received.
     added_seen: usize,
+    /// Per column, the added value arrays received so far.
     added: Vec<Vec<ArrayRef>>,
-    /// Modified values each column must receive.
+    /// Per column, modified values it must receive.
     mod_expected: Vec<usize>,
+    /// Per column, modified values it has received.
     mod_seen: Vec<usize>,
+    /// Per column, the modified value arrays received so far.
     modified: Vec<Vec<ArrayRef>>,
 }
 
@@ -456,6 +462,24 @@ mod tests {
         let bare = with_meta(FlightData::default(), &meta);
         assert!(assembler.push(bare).unwrap().is_some());
         assert!(assembler.push(FlightData::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn assembled_updates_apply_to_a_table_state() {
+        use crate::deephaven::barrage::state::TableState;
+        let wire = wire_schema(&table());
+        let mut assembler = UpdateAssembler::new(wire.clone());
+        let mut state = TableState::new(wire);
+        let snap = UpdateMetadata { is_snapshot: true, added_rows: keys(&[0, 1]), ..Default::default() };
+        let msg = with_meta(batch(vec![list(ints(&[1, 2]), &[2]), list(strs(&["a", "b"]), &[2])]), &snap);
+        state.apply(assembler.push(msg).unwrap().unwrap()).unwrap();
+        let change = UpdateMetadata { modified_rows: vec![RowSet::new(), keys(&[1])], ..Default::default() };
+        let msg = with_meta(batch(vec![list(ints(&[]), &[0]), list(strs(&["z"]), &[1])]), &change);
+        let delta = state.apply(assembler.push(msg).unwrap().unwrap()).unwrap();
+        assert_eq!((delta.modified_keys, delta.modified_columns), (vec![1], vec![false, true]));
+        assert_eq!(delta.modified.columns(), &[ints(&[2]), strs(&["z"])]);
+        assert_eq!(state.snapshot().unwrap().columns(), &[ints(&[1, 2]), strs(&["a", "z"])]);
+        assert_eq!(state.schema(), table());
     }
 
     #[test]

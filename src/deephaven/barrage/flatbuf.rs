@@ -200,12 +200,17 @@ pub fn parse_update_metadata(app_metadata: &[u8]) -> Result<UpdateMetadata, Barr
 /// A bounds-checked view of one flatbuffer table.
 #[derive(Clone, Copy)]
 struct Table<'a> {
+    /// The whole flatbuffer (offsets are relative to it).
     buf: &'a [u8],
     /// Start of the table (where its vtable offset is stored).
     pos: usize,
+    /// Start of the table's vtable.
     vtable: usize,
+    /// Size of the vtable in bytes; slots beyond it are absent.
     vtable_len: usize,
+    /// Inline size of the table; fields must lie within it.
     table_len: usize,
+    /// Table type name, for error messages.
     name: &'static str,
 }
 

@@ -264,7 +264,9 @@ fn shift_offset(error: BarrageError, base: usize) -> BarrageError {
 
 /// Bounds-checked cursor over RowSet bytes.
 struct Reader<'a> {
+    /// The encoded RowSet (and possibly what follows it).
     bytes: &'a [u8],
+    /// Next byte to read.
     pos: usize,
 }
 
@@ -304,6 +306,7 @@ struct Accumulator {
     pending: Option<u64>,
     /// The last key or range end read; deltas are relative to it.
     last: u64,
+    /// Whether any key was read yet (only the first delta may be zero).
     have_key: bool,
 }
 

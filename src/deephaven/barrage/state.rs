@@ -50,7 +50,9 @@ pub struct TableDelta {
 /// Where a cell's value lives: a chunk of the column and a row in it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cell {
+    /// Index into the column's chunks.
     chunk: u32,
+    /// Row within that chunk.
     row: u32,
 }
 
@@ -117,6 +119,7 @@ fn too_large(what: &str) -> BarrageError {
 pub struct TableState {
     /// Table schema (list wrapping removed).
     schema: SchemaRef,
+    /// Per column, its chunks and per-slot cells.
     columns: Vec<Column>,
     /// Row key -> slot.
     index: BTreeMap<u64, u32>,
