@@ -23,6 +23,8 @@ pub mod deephaven;
 pub mod health;
 pub mod mirror;
 pub mod ops;
+pub mod run;
+pub mod metrics;
 pub mod schema;
 pub mod settings;
 pub mod telemetry;

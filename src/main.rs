@@ -39,6 +39,16 @@ enum Command {
         #[arg(long, env = "DHBUS_HEALTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Serve the bus (and the mirror and metrics roll-up) until SIGINT/SIGTERM.
+    Run(dhbus::settings::RunArgs),
+    /// Publish messages (flags for one, or --jsonl FILE / - for many); prints their ids.
+    Publish(cli::PublishArgs),
+    /// Claim and settle messages; prints their ids.
+    Consume(cli::ConsumeArgs),
+    /// Return stuck leases to the queue.
+    ForceRelease(cli::ForceReleaseArgs),
+    /// Rebuild the tables in Deephaven from the Kafka mirror topics.
+    Replay(cli::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +80,26 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             cli::print_health(&report, json)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Run(args) => {
+            let prometheus = dhbus::telemetry::install_prometheus()?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(cli::shutdown_on_signal(shutdown.clone()));
+            dhbus::run::run(args, prometheus, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish(a) => cli::publish(a).await,
+        Command::Consume(a) => cli::consume(a).await,
+        Command::ForceRelease(a) => cli::force_release(a).await,
+        Command::Replay(a) => cli::replay(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

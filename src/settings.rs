@@ -131,3 +131,84 @@ impl DeephavenArgs {
         Ok(names)
     }
 }
+
+/// Which parts of `dhbus run` run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Component {
+    /// The lease sequencer and its gRPC API.
+    Bus,
+    /// The Kafka mirror (needs DEEPHAVEN_KAFKA_MIRROR_TOPIC and KAFKA_BOOTSTRAP_SERVERS).
+    Mirror,
+    /// The agent_metrics roll-up.
+    Metrics,
+}
+
+/// Settings of `dhbus run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Deephaven connection.
+    pub dh: DeephavenArgs,
+    /// Address of the bus gRPC API.
+    #[arg(long, env = "DHBUS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer token every API call must carry (unset: no auth).
+    #[arg(id = "bus_api_token", long = "bus-api-token", env = "DHBUS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Components to run (comma-separated); default: all that are configured.
+    #[arg(long, env = "DHBUS_COMPONENTS", value_delimiter = ',', value_enum)]
+    pub components: Vec<Component>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long = "metrics-listen", env = "DHBUS_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Retries (nacks + lease expiries) before a message is dead-lettered.
+    #[arg(long = "max-retries", env = "DHBUS_MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: i32,
+    /// 1: answer bus calls only after the mirror has the change acknowledged by Kafka.
+    #[arg(long = "durable-acks", env = "DHBUS_DURABLE_ACKS", default_value = "0", value_parser = parse_flag)]
+    pub durable_acks: bool,
+    #[command(flatten)]
+    /// Kafka settings.
+    pub kafka: KafkaArgs,
+    /// Tumbling window of agent_metrics, e.g. 1m.
+    #[arg(long = "metrics-window", env = "DHBUS_METRICS_WINDOW", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub metrics_window: Duration,
+}
+
+/// Kafka settings shared by the mirror and replay.
+#[derive(Clone, Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-bootstrap-servers", env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap: Option<String>,
+    /// Base name of the mirror topics (`<base>.agent_messages`, `<base>.agent_events`).
+    #[arg(long = "mirror-topic", env = "DEEPHAVEN_KAFKA_MIRROR_TOPIC")]
+    pub mirror_topic: Option<String>,
+    /// Partitions of topics the mirror creates.
+    #[arg(long = "mirror-partitions", env = "DHBUS_MIRROR_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+}
+
+impl RunArgs {
+    /// The components to run: those asked for, or all that are configured.
+    pub fn effective_components(&self) -> Result<Vec<Component>, SettingsError> {
+        let mirror_ready = self.kafka.mirror_topic.is_some() && self.kafka.bootstrap.is_some();
+        if self.components.is_empty() {
+            let mut c = vec![Component::Bus, Component::Metrics];
+            if mirror_ready {
+                c.push(Component::Mirror);
+            }
+            return Ok(c);
+        }
+        if self.components.contains(&Component::Mirror) && !mirror_ready {
+            return Err(SettingsError::Invalid {
+                name: "DHBUS_COMPONENTS",
+                reason: "mirror needs DEEPHAVEN_KAFKA_MIRROR_TOPIC and KAFKA_BOOTSTRAP_SERVERS".into(),
+            });
+        }
+        if self.durable_acks && !self.components.contains(&Component::Mirror) {
+            return Err(SettingsError::Invalid { name: "DHBUS_DURABLE_ACKS", reason: "needs the mirror component".into() });
+        }
+        Ok(self.components.clone())
+    }
+}

@@ -10,6 +10,8 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod lease;
+pub mod rows;
+pub mod sequencer;
 pub mod service;
 pub mod subscribe;
 pub mod writer;

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod durable;
+pub mod follow;
 pub mod error;
 pub mod fold;
 pub mod kafka_config;

@@ -92,11 +92,12 @@ fn name_of(names: &TableNames, t: MirrorTable) -> &str {
 }
 
 /// Reads and folds one table's topic (blocking; run it off the async runtime).
-pub fn fold_topic(plan: &ReplayPlan, table: MirrorTable) -> Result<(Folder, HashSet<String>, TableSummary), MirrorError> {
+pub fn fold_topic(plan: &ReplayPlan, table: MirrorTable) -> Result<Folded, MirrorError> {
     let topic = topic_of(&plan.topics, table).to_string();
     let decoder = RecordDecoder::new().map_err(|e| MirrorError::Config(e.to_string()))?;
     let mut folder = Folder::new(table);
     let mut seen_keys = HashSet::new();
+    let mut next_offsets: HashMap<i32, i64> = HashMap::new();
     let mut summary = TableSummary::default();
     let mut skip = match &plan.skip_corrupt {
         Some(p) => Some(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?)),
@@ -108,6 +109,7 @@ pub fn fold_topic(plan: &ReplayPlan, table: MirrorTable) -> Result<(Folder, Hash
     let start = plan.start.get(&table).cloned().unwrap_or(StartAt::Earliest);
     read_all(&plan.bootstrap, &topic, &start, Duration::from_millis(500), |r: RawRecord| {
         summary.records_read += 1;
+        next_offsets.insert(r.partition, r.offset + 1);
         metrics::counter!("dhbus_replay_records_total", "table" => table.name()).increment(1);
         let decoded = decoder.decode(table, r.key.as_deref().unwrap_or_default(), r.value.as_deref());
         match decoded {
@@ -150,7 +152,19 @@ pub fn fold_topic(plan: &ReplayPlan, table: MirrorTable) -> Result<(Folder, Hash
     summary.max_version = stats.max_version;
     summary.rows = folder.len() as u64;
     summary.checksum = format!("{:016x}", folder.checksum());
-    Ok((folder, seen_keys, summary))
+    Ok(Folded { folder, seen_keys, summary, next_offsets })
+}
+
+/// The result of reading and folding one topic.
+pub struct Folded {
+    /// The folded rows.
+    pub folder: Folder,
+    /// Every key that appeared (tombstoned ones included).
+    pub seen_keys: HashSet<String>,
+    /// Counters.
+    pub summary: TableSummary,
+    /// Per partition, the offset after the last record read (where `--follow` continues).
+    pub next_offsets: HashMap<i32, i64>,
 }
 
 fn progress(enabled: bool, topic: &str) -> Option<indicatif::ProgressBar> {
@@ -168,6 +182,11 @@ fn progress(enabled: bool, topic: &str) -> Option<indicatif::ProgressBar> {
 
 /// Runs the replay: fold every requested table, then write them.
 pub async fn replay(session: &Session, plan: ReplayPlan) -> Result<ReplaySummary, MirrorError> {
+    replay_with_offsets(session, plan).await.map(|(s, _)| s)
+}
+
+/// [`replay`], also returning where each table's topic was read up to.
+pub async fn replay_with_offsets(session: &Session, plan: ReplayPlan) -> Result<(ReplaySummary, HashMap<MirrorTable, HashMap<i32, i64>>), MirrorError> {
     let started = Instant::now();
     let mut folded = Vec::new();
     for &table in &plan.tables {
@@ -179,15 +198,18 @@ pub async fn replay(session: &Session, plan: ReplayPlan) -> Result<ReplaySummary
     if !plan.dry_run {
         crate::bootstrap::bootstrap(session, &plan.names).await.map_err(|e| MirrorError::Config(format!("bootstrap: {e}")))?;
     }
-    for (table, (folder, seen, mut summary)) in folded {
+    let mut offsets = HashMap::new();
+    for (table, f) in folded {
+        let Folded { folder, seen_keys, mut summary, next_offsets } = f;
         let name = name_of(&plan.names, table).to_string();
         if !plan.dry_run {
-            write_table(session, table, &name, folder, &seen, &mut summary).await?;
+            write_table(session, table, &name, folder, &seen_keys, &mut summary).await?;
         }
+        offsets.insert(table, next_offsets);
         out.tables.insert(name, summary);
     }
     out.seconds = started.elapsed().as_secs_f64();
-    Ok(out)
+    Ok((out, offsets))
 }
 
 /// Key column values currently in a Deephaven table.

@@ -1,0 +1,177 @@
+//! Time-driven and operator transitions: deadlines (lease expiry, delayed
+//! nacks, TTL), force release, adoption of foreign rows, and restore from a
+//! table snapshot.
+
+use super::details::Details;
+use super::{check_duration, IdGen, LeaseConfig, LeaseState, Place};
+use crate::bus::error::{quote, BusError, ValidationError};
+use crate::bus::model::{
+    check_len, Adoption, Changes, EventKind, ForceReleaseSpec, Message, Rejected, Status, MAX_FIELD_BYTES, NANOS_PER_MS, SYSTEM_AGENT,
+};
+
+impl LeaseState {
+    /// Processes every deadline `<= now`: expired leases (retry or dead
+    /// letter or TTL expiry), delayed nacks becoming claimable (no row
+    /// change), TTLs of queued messages. Returns how many rows changed.
+    pub fn tick(&mut self, now: i64, out: &mut Changes) -> usize {
+        let now = self.at(now);
+        self.clock = now;
+        let before = out.messages.len();
+        self.advance(now, out);
+        out.messages.len() - before
+    }
+
+    /// Rebuilds the state from a snapshot of `agent_messages` (on start).
+    /// Rows keep their versions and epochs (nothing is written); live leases
+    /// go on until they expire, and the first tick handles whatever is already
+    /// due. Invalid or duplicate rows are left out and returned. Leftovers of
+    /// a lease on a non-processing row (owner, deadline) are cleared in memory.
+    /// Nack delays are not in the table, so delayed messages are claimable at once.
+    pub fn restore(config: LeaseConfig, ids: IdGen, rows: impl IntoIterator<Item = Message>) -> (LeaseState, Vec<Rejected>) {
+        let mut state = LeaseState::new(config, ids);
+        let mut rejected = Vec::new();
+        for row in rows {
+            let error = if let Err(e) = row.validate() {
+                e
+            } else if state.by_id.contains_key(row.message_id.as_str()) {
+                ValidationError::DuplicateMessageId { message_id: quote(&row.message_id) }
+            } else {
+                state.manage(row);
+                continue;
+            };
+            rejected.push(Rejected { message_id: row.message_id, error });
+        }
+        (state, rejected)
+    }
+
+    /// Takes under management a row another client inserted into
+    /// `agent_messages`. A known `message_id` (including dhbus's own rows
+    /// coming back through a subscription) is left alone. A new row is
+    /// validated like a publish, stamped (`ingest_ts = now`, `ts = now` when
+    /// 0, version + 1) and indexed by its status: queued rows become
+    /// claimable, processing rows keep their lease until it expires.
+    pub fn adopt(&mut self, now: i64, row: Message, out: &mut Changes) -> Result<Adoption, BusError> {
+        if self.by_id.contains_key(row.message_id.as_str()) {
+            return Ok(Adoption::AlreadyKnown);
+        }
+        row.validate()?;
+        let now = self.at(now);
+        self.clock = now;
+        let mut row = row;
+        row.version = row.version.saturating_add(1);
+        row.ingest_ts = now;
+        row.updated_ts = now;
+        if row.ts == 0 {
+            row.ts = now;
+        }
+        let ix = self.manage(row);
+        let m = &self.entries[ix].msg;
+        let details = Details::of(m).int("lease_expires_ts", m.lease_expires_ts).finish();
+        let producer = m.agent_id.clone();
+        self.emit(out, ix, now, EventKind::Adopted, producer, details);
+        self.push_row(out, ix);
+        Ok(Adoption::Adopted)
+    }
+
+    /// Operator action: ends the leases matching every selector of `spec`
+    /// (after processing due deadlines). Each goes back to queued (no retry
+    /// counted) or to expired if its TTL passed. Returns the released ids.
+    pub fn force_release(&mut self, now: i64, spec: &ForceReleaseSpec, out: &mut Changes) -> Result<Vec<String>, BusError> {
+        if spec.message_ids.is_empty() && spec.owner.is_empty() && spec.older_than_ms == 0 {
+            return Err(ValidationError::NoSelector.into());
+        }
+        check_duration("older_than_ms", spec.older_than_ms, 0, i64::MAX / NANOS_PER_MS)?;
+        check_len("owner", &spec.owner, MAX_FIELD_BYTES)?;
+        check_len("reason", &spec.reason, MAX_FIELD_BYTES)?;
+        let now = self.at(now);
+        self.clock = now;
+        self.advance(now, out);
+        let candidates: Vec<usize> = if spec.message_ids.is_empty() {
+            self.leases.iter().map(|&(_, ix)| ix).collect()
+        } else {
+            spec.message_ids.iter().filter_map(|id| self.by_id.get(id.as_str()).copied()).collect()
+        };
+        let older_ns = spec.older_than_ms * NANOS_PER_MS;
+        let mut released = Vec::new();
+        for ix in candidates {
+            let m = &self.entries[ix].msg;
+            let selected = m.status == Status::Processing
+                && (spec.owner.is_empty() || m.lease_owner == spec.owner)
+                && (older_ns == 0 || now.saturating_sub(m.updated_ts) > older_ns);
+            if !selected {
+                continue;
+            }
+            let owner = self.end_lease(ix);
+            let status = self.requeue(ix, now, now);
+            self.bump(ix, now);
+            let details = Details::of(&self.entries[ix].msg).str("lease_owner", &owner).str("reason", &spec.reason).finish();
+            self.emit(out, ix, now, EventKind::ForceReleased, owner.clone(), details);
+            self.emit_outcome(out, ix, now, status, owner);
+            self.push_row(out, ix);
+            released.push(self.entries[ix].msg.message_id.clone());
+        }
+        Ok(released)
+    }
+
+    /// Processes every deadline `<= now` (see [`LeaseState::tick`]).
+    pub(super) fn advance(&mut self, now: i64, out: &mut Changes) {
+        while let Some(&(at, ix)) = self.leases.first() {
+            if at > now {
+                break;
+            }
+            self.expire_lease(ix, now, out);
+        }
+        while let Some(&(at, ix)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.remove(&(at, ix));
+            self.make_ready(ix);
+        }
+        while let Some(&(at, ix)) = self.ttls.first() {
+            if at > now {
+                break;
+            }
+            self.unplace(ix);
+            self.set_status(ix, Status::Expired);
+            self.bump(ix, now);
+            let m = &self.entries[ix].msg;
+            let details = Details::of(m).str("reason", "ttl").int("ttl_ms", i64::from(m.ttl_ms)).finish();
+            self.emit(out, ix, now, EventKind::Expired, SYSTEM_AGENT.to_owned(), details);
+            self.push_row(out, ix);
+        }
+    }
+
+    /// A lease ran out: counts a retry; expired (TTL), error or queued again.
+    fn expire_lease(&mut self, ix: usize, now: i64, out: &mut Changes) {
+        let expired_at = self.entries[ix].msg.lease_expires_ts;
+        let owner = self.end_lease(ix);
+        let status = self.fail(ix, now, now);
+        self.bump(ix, now);
+        let reason = if status == Status::Expired { "ttl" } else { "lease" };
+        let m = &self.entries[ix].msg;
+        let details = Details::of(m).str("reason", reason).str("lease_owner", &owner).int("lease_expired_ts", expired_at).finish();
+        self.emit(out, ix, now, EventKind::Expired, owner.clone(), details);
+        if status == Status::Error {
+            self.emit_outcome(out, ix, now, status, owner);
+        }
+        self.push_row(out, ix);
+    }
+
+    /// Adds a validated row with an unknown id and indexes it by status.
+    fn manage(&mut self, mut row: Message) -> usize {
+        if row.status != Status::Processing {
+            row.lease_owner.clear();
+            row.lease_expires_ts = 0;
+        }
+        // An ownerless lease cannot be settled by anyone: expire it at the next tick.
+        let lease_key = if row.lease_owner.is_empty() { i64::MIN } else { row.lease_expires_ts };
+        let ix = self.insert(row);
+        match self.entries[ix].msg.status {
+            Status::Queued => self.place_queued(ix, i64::MIN, i64::MIN),
+            Status::Processing => self.place_leased(ix, lease_key),
+            Status::Done | Status::Error | Status::Expired => self.entries[ix].place = Place::Idle,
+        }
+        ix
+    }
+}

@@ -1,0 +1,146 @@
+//! `dhbus run`: the long-running service. Starts the configured components
+//! (bus, mirror, metrics) on one session pool, serves /metrics, /healthz and
+//! /readyz, and stops them all on one shutdown path: the token is cancelled,
+//! the API stops taking calls, the sequencer commits what it accepted, the
+//! mirror and roll-up stop, and the sessions are closed.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::sequencer::{self, SequencerConfig};
+use crate::bus::service::BusService;
+use crate::bus::subscribe::Subscriptions;
+use crate::deephaven::SessionPool;
+use crate::mirror::durable::DurableAcks;
+use crate::mirror::service::MirrorConfig;
+use crate::mirror::topics::MirrorTopics;
+use crate::ops::readiness::Readiness;
+use crate::proto::bus::bus_server::BusServer;
+use crate::settings::{Component, RunArgs};
+
+/// Errors that stop `dhbus run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad settings.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    /// Deephaven unreachable at start or the sequencer failed.
+    #[error(transparent)]
+    Deephaven(#[from] crate::deephaven::DeephavenError),
+    /// Bootstrap failed.
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    /// The mirror settings are wrong.
+    #[error(transparent)]
+    Mirror(#[from] crate::mirror::kafka_error::MirrorError),
+    /// An endpoint could not be served.
+    #[error(transparent)]
+    Http(#[from] crate::ops::http::HttpError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs until `shutdown` is cancelled (or a component fails fatally).
+pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: CancellationToken) -> Result<(), RunError> {
+    let components = args.effective_components()?;
+    let config = args.dh.client_config()?;
+    let names = args.dh.table_names()?;
+    tracing::info!(?components, endpoint = %config.endpoint(), "starting dhbus");
+    let readiness = Readiness::default();
+    readiness.require("deephaven");
+    let (_, http) = crate::ops::http::serve(args.metrics_listen, prometheus, readiness.clone(), shutdown.clone()).await?;
+    let pool = SessionPool::connect(config).await?;
+    readiness.set("deephaven", true, "session pool connected");
+    crate::bootstrap::bootstrap(&pool.session().await, &names).await?;
+    readiness.set("tables", true, "canonical tables present");
+    tokio::spawn(watch_deephaven(pool.clone(), readiness.clone(), shutdown.clone()));
+
+    let durable = DurableAcks::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    if components.contains(&Component::Mirror) {
+        let (Some(bootstrap), Some(base)) = (args.kafka.bootstrap.clone(), args.kafka.mirror_topic.clone()) else {
+            unreachable!("effective_components checked the mirror settings")
+        };
+        readiness.require("kafka");
+        let cfg = MirrorConfig { bootstrap, topics: MirrorTopics::new(&base)?, partitions: args.kafka.partitions, tables: names.clone() };
+        let (pool, durable, ready, stop) = (pool.clone(), durable.clone(), readiness.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::mirror::service::run(pool, cfg, durable, ready, stop).await;
+            Ok(())
+        });
+    }
+    if components.contains(&Component::Metrics) {
+        let (pool, names, window, stop) = (pool.clone(), names.clone(), args.metrics_window, shutdown.clone());
+        tasks.spawn(async move {
+            crate::metrics::service::run(pool, names, window, stop).await;
+            Ok(())
+        });
+    }
+    if components.contains(&Component::Bus) {
+        let (tx, rx) = mpsc::channel(65_536);
+        let subs = Subscriptions::new(tx.clone());
+        let cfg = SequencerConfig { names: names.clone(), max_retries: args.max_retries, durable: args.durable_acks.then(|| durable.clone()) };
+        let seq_pool = pool.clone();
+        let seq_stop = shutdown.clone();
+        let seq_subs = subs.clone();
+        let sequencer = tokio::spawn(async move { sequencer::run(seq_pool, cfg, rx, seq_subs, seq_stop).await });
+        let service = BusService::new(tx, subs, args.api_token.clone());
+        let stop = shutdown.clone();
+        let listen = args.listen;
+        tracing::info!(%listen, auth = args.api_token.is_some(), "bus API listening");
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(BusServer::new(service).max_decoding_message_size(64 << 20))
+                .serve_with_shutdown(listen, async move { stop.cancelled().await })
+                .await
+                .map_err(RunError::Grpc)?;
+            match sequencer.await {
+                Ok(r) => r.map_err(RunError::Deephaven),
+                Err(e) => Err(RunError::Deephaven(crate::deephaven::DeephavenError::Protocol(format!("sequencer task: {e}")))),
+            }
+        });
+    }
+    let mut result = Ok(());
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "component failed; shutting down");
+                shutdown.cancel();
+                result = Err(e);
+            }
+            Err(e) => tracing::error!(error = %e, "component panicked"),
+        }
+    }
+    shutdown.cancel();
+    pool.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    tracing::info!("dhbus stopped");
+    result
+}
+
+/// Keeps `/readyz` honest about Deephaven: a cheap authenticated call every 2 s.
+async fn watch_deephaven(pool: SessionPool, readiness: Readiness, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! { _ = shutdown.cancelled() => return, _ = tick.tick() => {} }
+        let s = pool.session().await;
+        let r = tokio::time::timeout(Duration::from_secs(3), s.config_client().get_configuration_constants(crate::proto::dh::grpc::ConfigurationConstantsRequest {})).await;
+        match r {
+            Ok(Ok(_)) => readiness.set("deephaven", true, "session alive"),
+            Ok(Err(status)) => {
+                let e = s.status_err("keep-alive", status);
+                readiness.set("deephaven", false, e.to_string());
+                if e.is_auth() {
+                    let _ = s.relogin().await;
+                }
+            }
+            Err(_) => readiness.set("deephaven", false, "no answer within 3 s"),
+        }
+    }
+}
