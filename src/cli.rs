@@ -279,13 +279,23 @@ pub async fn consume(a: ConsumeArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         idle_since = std::time::Instant::now();
-        for m in got {
-            let lease_ref = DeephavenBus::lease_of(&m);
-            if a.ack {
-                bus.ack(lease_ref, "").await?;
-            } else {
-                bus.nack(lease_ref, Duration::ZERO, "dhbus consume --nack").await?;
+        // Settle the whole claimed batch concurrently: the bus group-commits them together.
+        let settles = got.iter().map(|m| {
+            let lease_ref = DeephavenBus::lease_of(m);
+            let bus = bus.clone();
+            let ack = a.ack;
+            async move {
+                if ack {
+                    bus.ack(lease_ref, "").await
+                } else {
+                    bus.nack(lease_ref, Duration::ZERO, "dhbus consume --nack").await.map(|_| ())
+                }
             }
+        });
+        for r in futures::future::join_all(settles).await {
+            r?;
+        }
+        for m in got {
             if a.json {
                 writeln!(out, "{}", serde_json::json!({"message_id": m.message_id, "topic": m.topic, "session_id": m.session_id, "payload_json": m.payload_json, "lease_epoch": m.lease_epoch, "retry_count": m.retry_count}))?;
             } else {

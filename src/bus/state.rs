@@ -289,7 +289,7 @@ impl LeaseState {
     /// Leases up to `spec.max_messages` ready messages of a topic (of one
     /// session when given) in claim order, after processing due deadlines.
     /// An empty answer means nothing is ready: the I/O layer long-polls.
-    pub fn claim(&mut self, now: i64, spec: &ClaimSpec, out: &mut Changes) -> Result<Vec<Message>, BusError> {
+    pub fn claim(&mut self, now: i64, spec: &ClaimSpec, out: &mut Changes) -> Result<Vec<&Message>, BusError> {
         if spec.topic.is_empty() {
             return Err(ValidationError::EmptyTopic.into());
         }
@@ -319,9 +319,9 @@ impl LeaseState {
             let details = Details::of(&self.entries[ix].msg).int("lease_expires_ts", expires).finish();
             self.emit(out, ix, now, EventKind::Claimed, spec.agent_id.clone(), details);
             self.push_row(out, ix);
-            got.push(self.entries[ix].msg.clone());
+            got.push(ix);
         }
-        Ok(got)
+        Ok(got.into_iter().map(|ix| &self.entries[ix].msg).collect())
     }
 
     /// `now` as the state sees it (never before the latest `now` seen).

@@ -84,3 +84,101 @@ impl Drop for OwnDeephaven {
         let _ = Command::new("bash").arg(scripts_dir().join("deephaven.sh")).arg("stop").arg(self.dir.path()).status();
     }
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A `dhbus run` process of the test's own (so it can be killed with SIGKILL).
+pub struct DhbusProcess {
+    /// The child process.
+    pub child: std::process::Child,
+    /// gRPC address (http://...).
+    pub addr: String,
+    /// /metrics address (http://...).
+    pub metrics: String,
+    /// Environment it was started with (to restart it identically).
+    pub env: Vec<(String, String)>,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl DhbusProcess {
+    /// Starts `dhbus run` against the test Deephaven with tables prefixed by
+    /// `namespace` and extra environment; waits until the API answers.
+    pub fn start(namespace: &str, extra: &[(&str, &str)]) -> DhbusProcess {
+        let listen = free_port();
+        let metrics = free_port();
+        let mut env: Vec<(String, String)> = vec![
+            ("DHBUS_NAMESPACE".into(), namespace.into()),
+            ("DHBUS_LISTEN".into(), format!("127.0.0.1:{listen}")),
+            ("DHBUS_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics}")),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        for (k, v) in extra {
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self::spawn(env)
+    }
+
+    fn spawn(env: Vec<(String, String)>) -> DhbusProcess {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).expect("env var");
+        let log = std::env::temp_dir().join(format!("dhbus-run-{}.log", uuid::Uuid::now_v7()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dhbus"));
+        cmd.arg("run").stdout(file.try_clone().expect("log")).stderr(file);
+        // Only the mirror settings the test asks for: the ambient ones would turn the mirror on.
+        cmd.env_remove("DEEPHAVEN_KAFKA_MIRROR_TOPIC").env_remove("DHBUS_COMPONENTS");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn dhbus run");
+        let addr = format!("http://{}", get("DHBUS_LISTEN"));
+        let metrics = format!("http://{}", get("DHBUS_METRICS_LISTEN"));
+        let p = DhbusProcess { child, addr, metrics, env, log };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let target = self.addr.trim_start_matches("http://").to_string();
+        loop {
+            if std::net::TcpStream::connect(&target).is_ok() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "dhbus run did not listen within 60 s; log:\n{}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The process log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new process with the same settings (after `kill9`).
+    pub fn restart(&mut self) {
+        // Dropping the old value kills and reaps its (already dead) child.
+        *self = Self::spawn(self.env.clone());
+    }
+}
+
+impl Drop for DhbusProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Deephaven environment for a child process.
+pub fn dh_env() -> Vec<(&'static str, String)> {
+    ["DEEPHAVEN_HOST", "DEEPHAVEN_PORT", "DEEPHAVEN_API_TOKEN"].into_iter().map(|k| (k, require_env(k))).collect()
+}

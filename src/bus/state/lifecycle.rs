@@ -9,7 +9,7 @@ use crate::bus::model::{check_len, Changes, EventKind, LeaseRef, Message, NackSp
 impl LeaseState {
     /// Extends a live lease to `now + lease_ms` (which may shorten it). The
     /// epoch does not change. Emits `heartbeat`.
-    pub fn extend(&mut self, now: i64, lease: &LeaseRef, lease_ms: i64, out: &mut Changes) -> Result<Message, BusError> {
+    pub fn extend(&mut self, now: i64, lease: &LeaseRef, lease_ms: i64, out: &mut Changes) -> Result<&Message, BusError> {
         check_duration("lease_ms", lease_ms, 1, MAX_LEASE_MS)?;
         let now = self.at(now);
         let ix = self.check_lease(now, lease)?;
@@ -22,12 +22,12 @@ impl LeaseState {
         let details = Details::of(&self.entries[ix].msg).int("lease_expires_ts", expires).finish();
         self.emit(out, ix, now, EventKind::Heartbeat, lease.agent_id.clone(), details);
         self.push_row(out, ix);
-        Ok(self.entries[ix].msg.clone())
+        Ok(&self.entries[ix].msg)
     }
 
     /// Acknowledges: status done, lease cleared, epoch + 1. `details_json`
     /// (a JSON object or `""`) is merged into the `ack` event, e.g. `{"tokens": 123}`.
-    pub fn ack(&mut self, now: i64, lease: &LeaseRef, details_json: &str, out: &mut Changes) -> Result<Message, BusError> {
+    pub fn ack(&mut self, now: i64, lease: &LeaseRef, details_json: &str, out: &mut Changes) -> Result<&Message, BusError> {
         let extra = parse_extra(details_json)?;
         let now = self.at(now);
         let ix = self.check_lease(now, lease)?;
@@ -39,13 +39,13 @@ impl LeaseState {
         let details = Details::of(m).int("enqueued_ts", m.ts).extra(&extra).finish();
         self.emit(out, ix, now, EventKind::Ack, owner, details);
         self.push_row(out, ix);
-        Ok(self.entries[ix].msg.clone())
+        Ok(&self.entries[ix].msg)
     }
 
     /// Reports failure: `retry_count + 1`, epoch + 1, then expired (TTL
     /// passed), error (retries exhausted, `dead_letter`) or queued again,
     /// claimable after `delay_ms`.
-    pub fn nack(&mut self, now: i64, lease: &LeaseRef, spec: &NackSpec, out: &mut Changes) -> Result<Message, BusError> {
+    pub fn nack(&mut self, now: i64, lease: &LeaseRef, spec: &NackSpec, out: &mut Changes) -> Result<&Message, BusError> {
         check_duration("delay_ms", spec.delay_ms, 0, MAX_LEASE_MS)?;
         check_len("reason", &spec.reason, MAX_FIELD_BYTES)?;
         let extra = parse_extra(&spec.details_json)?;
@@ -60,12 +60,12 @@ impl LeaseState {
         self.emit(out, ix, now, EventKind::Nack, owner.clone(), details);
         self.emit_outcome(out, ix, now, status, owner);
         self.push_row(out, ix);
-        Ok(self.entries[ix].msg.clone())
+        Ok(&self.entries[ix].msg)
     }
 
     /// Gives the lease back: queued again at once (no retry counted), or
     /// expired if the TTL passed. Epoch + 1.
-    pub fn release(&mut self, now: i64, lease: &LeaseRef, details_json: &str, out: &mut Changes) -> Result<Message, BusError> {
+    pub fn release(&mut self, now: i64, lease: &LeaseRef, details_json: &str, out: &mut Changes) -> Result<&Message, BusError> {
         let extra = parse_extra(details_json)?;
         let now = self.at(now);
         let ix = self.check_lease(now, lease)?;
@@ -77,7 +77,7 @@ impl LeaseState {
         self.emit(out, ix, now, EventKind::Released, owner.clone(), details);
         self.emit_outcome(out, ix, now, status, owner);
         self.push_row(out, ix);
-        Ok(self.entries[ix].msg.clone())
+        Ok(&self.entries[ix].msg)
     }
 
     /// After `end_lease` of a failed attempt (nack, lease expiry): counts the
