@@ -108,8 +108,6 @@ enum Place {
 struct Entry {
     /// The current row.
     msg: Message,
-    /// `msg.message_id`, shared with queue keys and the id map.
-    id: Arc<str>,
     /// Index of its topic in `LeaseState::topics`.
     topic: usize,
     /// Where it is indexed.
@@ -119,8 +117,8 @@ struct Entry {
 /// Per-topic queue and counters.
 #[derive(Debug)]
 struct Topic {
-    /// Topic name.
-    name: String,
+    /// Topic name, shared by every message of the topic.
+    name: Arc<str>,
     /// Claimable messages in claim order.
     queue: TopicQueue,
     /// Messages by status, for `stats()` without a scan.
@@ -150,6 +148,8 @@ pub struct LeaseState {
     ttls: BTreeSet<(i64, usize)>,
     /// Latest `now` seen: time never goes backwards.
     clock: i64,
+    /// A shared `""` (cleared lease owners) so clearing allocates nothing.
+    empty: Arc<str>,
 }
 
 impl LeaseState {
@@ -166,6 +166,7 @@ impl LeaseState {
             delayed: BTreeSet::new(),
             ttls: BTreeSet::new(),
             clock: i64::MIN,
+            empty: Arc::from(""),
         }
     }
 
@@ -201,7 +202,7 @@ impl LeaseState {
 
     /// Message counts by topic and status, topics in order of first appearance.
     pub fn stats(&self) -> impl Iterator<Item = (&str, StatusCounts)> + '_ {
-        self.topics.iter().map(|t| (t.name.as_str(), t.counts))
+        self.topics.iter().map(|t| (&*t.name, t.counts))
     }
 
     /// Messages a claim on `topic` (and `session_id`, `""` = any) would get
@@ -214,7 +215,7 @@ impl LeaseState {
     /// Ids of the ready messages of a topic in claim order (diagnostics, tests).
     pub fn ready_ids<'a>(&'a self, topic: &str, session_id: &str) -> Vec<&'a str> {
         match self.topic_ix.get(topic) {
-            Some(&t) => self.topics[t].queue.iter(session_id).map(|ix| self.entries[ix].msg.message_id.as_str()).collect(),
+            Some(&t) => self.topics[t].queue.iter(session_id).map(|ix| &*self.entries[ix].msg.message_id).collect(),
             None => Vec::new(),
         }
     }
@@ -254,20 +255,20 @@ impl LeaseState {
             let message_id = if nm.message_id.is_empty() { generated.next().unwrap_or_default() } else { nm.message_id };
             ids.push(message_id.clone());
             let msg = Message {
-                message_id,
+                message_id: Arc::from(message_id),
                 ts: now,
                 ingest_ts: now,
-                topic: nm.topic,
-                session_id: nm.session_id,
-                task_id: nm.task_id,
-                agent_id: nm.agent_id,
+                topic: Arc::clone(&self.empty),
+                session_id: Arc::from(nm.session_id),
+                task_id: Arc::from(nm.task_id),
+                agent_id: Arc::from(nm.agent_id),
                 role,
                 msg_type,
-                payload_json: nm.payload_json,
-                payload_blob_ref: nm.payload_blob_ref,
+                payload_json: Arc::from(nm.payload_json),
+                payload_blob_ref: Arc::from(nm.payload_blob_ref),
                 priority: nm.priority,
                 ttl_ms: nm.ttl_ms,
-                lease_owner: String::new(),
+                lease_owner: Arc::clone(&self.empty),
                 lease_expires_ts: 0,
                 status: Status::Queued,
                 retry_count: 0,
@@ -275,11 +276,11 @@ impl LeaseState {
                 version: 1,
                 updated_ts: now,
             };
-            let ix = self.insert(msg);
+            let ix = self.insert(msg, &nm.topic);
             self.place_queued(ix, now, now);
             let m = &self.entries[ix].msg;
             let details = Details::of(m).int("priority", i64::from(m.priority)).int("ttl_ms", i64::from(m.ttl_ms)).finish();
-            let producer = m.agent_id.clone();
+            let producer = Arc::clone(&m.agent_id);
             self.emit(out, ix, now, EventKind::Publish, producer, details);
             self.push_row(out, ix);
         }
@@ -304,20 +305,21 @@ impl LeaseState {
         let expires = now.saturating_add(spec.lease_ms * NANOS_PER_MS);
         let want = usize::try_from(spec.max_messages).unwrap_or(usize::MAX);
         let mut got = Vec::with_capacity(want.min(self.topics[t].queue.len(&spec.session_id)));
+        let owner: Arc<str> = Arc::from(spec.agent_id.as_str());
         while got.len() < want {
             let entries = &self.entries;
-            let Some(ix) = self.topics[t].queue.pop(&spec.session_id, |i| entries[i].msg.session_id.as_str()) else { break };
+            let Some(ix) = self.topics[t].queue.pop(&spec.session_id, |i| &*entries[i].msg.session_id) else { break };
             self.entries[ix].place = Place::Idle;
             self.untrack_ttl(ix);
             self.set_status(ix, Status::Processing);
             let m = &mut self.entries[ix].msg;
-            m.lease_owner.clone_from(&spec.agent_id);
+            m.lease_owner = Arc::clone(&owner);
             m.lease_expires_ts = expires;
             m.lease_epoch = m.lease_epoch.saturating_add(1);
             self.place_leased(ix, expires);
             self.bump(ix, now);
             let details = Details::of(&self.entries[ix].msg).int("lease_expires_ts", expires).finish();
-            self.emit(out, ix, now, EventKind::Claimed, spec.agent_id.clone(), details);
+            self.emit(out, ix, now, EventKind::Claimed, Arc::clone(&owner), details);
             self.push_row(out, ix);
             got.push(ix);
         }
@@ -339,22 +341,23 @@ impl LeaseState {
         }
     }
 
-    /// Adds a row to the arena (not yet indexed: `Place::Idle`), counting it.
-    fn insert(&mut self, msg: Message) -> usize {
-        let id: Arc<str> = Arc::from(msg.message_id.as_str());
-        let topic = match self.topic_ix.get(msg.topic.as_str()) {
+    /// Adds a row to the arena (not yet indexed: `Place::Idle`), counting
+    /// it; its `topic` becomes the shared name of topic `topic`.
+    fn insert(&mut self, mut msg: Message, topic: &str) -> usize {
+        let t = match self.topic_ix.get(topic) {
             Some(&t) => t,
             None => {
                 let t = self.topics.len();
-                self.topics.push(Topic { name: msg.topic.clone(), queue: TopicQueue::default(), counts: StatusCounts::default() });
-                self.topic_ix.insert(msg.topic.clone(), t);
+                self.topics.push(Topic { name: Arc::from(topic), queue: TopicQueue::default(), counts: StatusCounts::default() });
+                self.topic_ix.insert(topic.to_owned(), t);
                 t
             }
         };
-        *self.topics[topic].counts.slot(msg.status) += 1;
+        msg.topic = Arc::clone(&self.topics[t].name);
+        *self.topics[t].counts.slot(msg.status) += 1;
         let ix = self.entries.len();
-        self.entries.push(Entry { msg, id: Arc::clone(&id), topic, place: Place::Idle });
-        self.by_id.insert(id, ix);
+        self.by_id.insert(Arc::clone(&msg.message_id), ix);
+        self.entries.push(Entry { msg, topic: t, place: Place::Idle });
         ix
     }
 
@@ -375,7 +378,7 @@ impl LeaseState {
     fn make_ready(&mut self, ix: usize) {
         let e = &mut self.entries[ix];
         e.place = Place::Ready;
-        let key = ReadyKey::new(e.msg.priority, e.msg.ts, Arc::clone(&e.id), ix);
+        let key = ReadyKey::new(e.msg.priority, e.msg.ts, Arc::clone(&e.msg.message_id), ix);
         self.topics[e.topic].queue.insert(key, &e.msg.session_id);
     }
 
@@ -391,7 +394,7 @@ impl LeaseState {
         let place = std::mem::replace(&mut e.place, Place::Idle);
         match place {
             Place::Ready => {
-                let key = ReadyKey::new(e.msg.priority, e.msg.ts, Arc::clone(&e.id), ix);
+                let key = ReadyKey::new(e.msg.priority, e.msg.ts, Arc::clone(&e.msg.message_id), ix);
                 self.topics[e.topic].queue.remove(&key, &e.msg.session_id);
             }
             Place::Delayed(at) => {
@@ -431,15 +434,15 @@ impl LeaseState {
     }
 
     /// Appends an event about message `ix`.
-    fn emit(&mut self, out: &mut Changes, ix: usize, now: i64, event: EventKind, agent_id: String, details_json: String) {
+    fn emit(&mut self, out: &mut Changes, ix: usize, now: i64, event: EventKind, agent_id: Arc<str>, details_json: String) {
         let event_id = self.ids.next_id(now);
         let m = &self.entries[ix].msg;
         out.events.push(super::model::Event {
             event_id,
             ts: now,
             agent_id,
-            session_id: m.session_id.clone(),
-            message_id: m.message_id.clone(),
+            session_id: Arc::clone(&m.session_id),
+            message_id: Arc::clone(&m.message_id),
             event,
             details_json,
         });
@@ -453,12 +456,12 @@ impl LeaseState {
     /// Ends the lease of a processing message: unindexes it, clears owner and
     /// deadline, `lease_epoch + 1`. Returns the former owner. The caller sets
     /// the new status.
-    fn end_lease(&mut self, ix: usize) -> String {
+    fn end_lease(&mut self, ix: usize) -> Arc<str> {
         self.unplace(ix);
         let m = &mut self.entries[ix].msg;
         m.lease_epoch = m.lease_epoch.saturating_add(1);
         m.lease_expires_ts = 0;
-        std::mem::take(&mut m.lease_owner)
+        std::mem::replace(&mut m.lease_owner, Arc::clone(&self.empty))
     }
 
     /// After `end_lease`: expired when the TTL has passed, otherwise queued
@@ -489,14 +492,14 @@ impl LeaseState {
             StaleReason::EpochSuperseded
         } else if m.status != Status::Processing {
             StaleReason::NotLeased { status: m.status }
-        } else if lease.agent_id != m.lease_owner {
-            StaleReason::NotOwner { owner: m.lease_owner.clone() }
+        } else if lease.agent_id != *m.lease_owner {
+            StaleReason::NotOwner { owner: m.lease_owner.to_string() }
         } else if now >= m.lease_expires_ts {
             StaleReason::Expired { expired_at: m.lease_expires_ts }
         } else {
             return Ok(ix);
         };
-        Err(BusError::StaleLease { message_id: m.message_id.clone(), presented_epoch: lease.lease_epoch, current_epoch: m.lease_epoch, reason })
+        Err(BusError::StaleLease { message_id: m.message_id.to_string(), presented_epoch: lease.lease_epoch, current_epoch: m.lease_epoch, reason })
     }
 }
 

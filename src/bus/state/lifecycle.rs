@@ -1,6 +1,8 @@
 //! Operations of a lease holder: extend, ack, nack, release. Each checks the
 //! presented lease (epoch, owner, liveness) before changing anything.
 
+use std::sync::Arc;
+
 use super::details::{parse_extra, Details};
 use super::{check_duration, LeaseState};
 use crate::bus::error::BusError;
@@ -20,7 +22,8 @@ impl LeaseState {
         self.entries[ix].msg.lease_expires_ts = expires;
         self.bump(ix, now);
         let details = Details::of(&self.entries[ix].msg).int("lease_expires_ts", expires).finish();
-        self.emit(out, ix, now, EventKind::Heartbeat, lease.agent_id.clone(), details);
+        let holder = Arc::clone(&self.entries[ix].msg.lease_owner);
+        self.emit(out, ix, now, EventKind::Heartbeat, holder, details);
         self.push_row(out, ix);
         Ok(&self.entries[ix].msg)
     }
@@ -57,7 +60,7 @@ impl LeaseState {
         self.bump(ix, now);
         let m = &self.entries[ix].msg;
         let details = Details::of(m).str("reason", &spec.reason).int("delay_ms", spec.delay_ms).int("enqueued_ts", m.ts).extra(&extra).finish();
-        self.emit(out, ix, now, EventKind::Nack, owner.clone(), details);
+        self.emit(out, ix, now, EventKind::Nack, Arc::clone(&owner), details);
         self.emit_outcome(out, ix, now, status, owner);
         self.push_row(out, ix);
         Ok(&self.entries[ix].msg)
@@ -74,7 +77,7 @@ impl LeaseState {
         let status = self.requeue(ix, now, now);
         self.bump(ix, now);
         let details = Details::of(&self.entries[ix].msg).extra(&extra).finish();
-        self.emit(out, ix, now, EventKind::Released, owner.clone(), details);
+        self.emit(out, ix, now, EventKind::Released, Arc::clone(&owner), details);
         self.emit_outcome(out, ix, now, status, owner);
         self.push_row(out, ix);
         Ok(&self.entries[ix].msg)
@@ -96,7 +99,7 @@ impl LeaseState {
     }
 
     /// The follow-up event of a lease end: `expired` (TTL) or `dead_letter`.
-    pub(super) fn emit_outcome(&mut self, out: &mut Changes, ix: usize, now: i64, status: Status, agent: String) {
+    pub(super) fn emit_outcome(&mut self, out: &mut Changes, ix: usize, now: i64, status: Status, agent: Arc<str>) {
         let m = &self.entries[ix].msg;
         match status {
             Status::Expired => {

@@ -2,6 +2,8 @@
 //! nacks, TTL), force release, adoption of foreign rows, and restore from a
 //! table snapshot.
 
+use std::sync::Arc;
+
 use super::details::Details;
 use super::{check_duration, IdGen, LeaseConfig, LeaseState, Place};
 use crate::bus::error::{quote, BusError, ValidationError};
@@ -33,13 +35,13 @@ impl LeaseState {
         for row in rows {
             let error = if let Err(e) = row.validate() {
                 e
-            } else if state.by_id.contains_key(row.message_id.as_str()) {
+            } else if state.by_id.contains_key(&*row.message_id) {
                 ValidationError::DuplicateMessageId { message_id: quote(&row.message_id) }
             } else {
                 state.manage(row);
                 continue;
             };
-            rejected.push(Rejected { message_id: row.message_id, error });
+            rejected.push(Rejected { message_id: row.message_id.to_string(), error });
         }
         (state, rejected)
     }
@@ -51,7 +53,7 @@ impl LeaseState {
     /// 0, version + 1) and indexed by its status: queued rows become
     /// claimable, processing rows keep their lease until it expires.
     pub fn adopt(&mut self, now: i64, row: Message, out: &mut Changes) -> Result<Adoption, BusError> {
-        if self.by_id.contains_key(row.message_id.as_str()) {
+        if self.by_id.contains_key(&*row.message_id) {
             return Ok(Adoption::AlreadyKnown);
         }
         row.validate()?;
@@ -67,7 +69,7 @@ impl LeaseState {
         let ix = self.manage(row);
         let m = &self.entries[ix].msg;
         let details = Details::of(m).int("lease_expires_ts", m.lease_expires_ts).finish();
-        let producer = m.agent_id.clone();
+        let producer = Arc::clone(&m.agent_id);
         self.emit(out, ix, now, EventKind::Adopted, producer, details);
         self.push_row(out, ix);
         Ok(Adoption::Adopted)
@@ -96,7 +98,7 @@ impl LeaseState {
         for ix in candidates {
             let m = &self.entries[ix].msg;
             let selected = m.status == Status::Processing
-                && (spec.owner.is_empty() || m.lease_owner == spec.owner)
+                && (spec.owner.is_empty() || *m.lease_owner == *spec.owner)
                 && (older_ns == 0 || now.saturating_sub(m.updated_ts) > older_ns);
             if !selected {
                 continue;
@@ -105,10 +107,10 @@ impl LeaseState {
             let status = self.requeue(ix, now, now);
             self.bump(ix, now);
             let details = Details::of(&self.entries[ix].msg).str("lease_owner", &owner).str("reason", &spec.reason).finish();
-            self.emit(out, ix, now, EventKind::ForceReleased, owner.clone(), details);
+            self.emit(out, ix, now, EventKind::ForceReleased, Arc::clone(&owner), details);
             self.emit_outcome(out, ix, now, status, owner);
             self.push_row(out, ix);
-            released.push(self.entries[ix].msg.message_id.clone());
+            released.push(self.entries[ix].msg.message_id.to_string());
         }
         Ok(released)
     }
@@ -137,7 +139,7 @@ impl LeaseState {
             self.bump(ix, now);
             let m = &self.entries[ix].msg;
             let details = Details::of(m).str("reason", "ttl").int("ttl_ms", i64::from(m.ttl_ms)).finish();
-            self.emit(out, ix, now, EventKind::Expired, SYSTEM_AGENT.to_owned(), details);
+            self.emit(out, ix, now, EventKind::Expired, Arc::from(SYSTEM_AGENT), details);
             self.push_row(out, ix);
         }
     }
@@ -151,7 +153,7 @@ impl LeaseState {
         let reason = if status == Status::Expired { "ttl" } else { "lease" };
         let m = &self.entries[ix].msg;
         let details = Details::of(m).str("reason", reason).str("lease_owner", &owner).int("lease_expired_ts", expired_at).finish();
-        self.emit(out, ix, now, EventKind::Expired, owner.clone(), details);
+        self.emit(out, ix, now, EventKind::Expired, Arc::clone(&owner), details);
         if status == Status::Error {
             self.emit_outcome(out, ix, now, status, owner);
         }
@@ -161,12 +163,13 @@ impl LeaseState {
     /// Adds a validated row with an unknown id and indexes it by status.
     fn manage(&mut self, mut row: Message) -> usize {
         if row.status != Status::Processing {
-            row.lease_owner.clear();
+            row.lease_owner = Arc::clone(&self.empty);
             row.lease_expires_ts = 0;
         }
         // An ownerless lease cannot be settled by anyone: expire it at the next tick.
         let lease_key = if row.lease_owner.is_empty() { i64::MIN } else { row.lease_expires_ts };
-        let ix = self.insert(row);
+        let topic = Arc::clone(&row.topic);
+        let ix = self.insert(row, &topic);
         match self.entries[ix].msg.status {
             Status::Queued => self.place_queued(ix, i64::MIN, i64::MIN),
             Status::Processing => self.place_leased(ix, lease_key),

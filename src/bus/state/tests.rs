@@ -20,7 +20,7 @@ fn claim_spec(topic: &str, agent: &str, n: u32) -> ClaimSpec {
 }
 
 fn lease(m: &Message) -> LeaseRef {
-    LeaseRef { message_id: m.message_id.clone(), agent_id: m.lease_owner.clone(), lease_epoch: m.lease_epoch }
+    LeaseRef { message_id: m.message_id.to_string(), agent_id: m.lease_owner.to_string(), lease_epoch: m.lease_epoch }
 }
 
 fn kinds(out: &Changes) -> Vec<&'static str> {
@@ -147,9 +147,9 @@ fn claim_order_is_priority_then_ts_then_id() {
     s.publish(T0 + 2 * MS, vec![NewMessage { priority: -1, ..msg("y", "t") }], &mut out).expect("valid");
     assert_eq!(s.ready_ids("t", ""), ["z", "b", "c", "a", "y"]);
     let got = s.claim(T0 + 3 * MS, &claim_spec("t", "w", 3), &mut out).expect("claim");
-    let ids: Vec<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
+    let ids: Vec<&str> = got.iter().map(|m| &*m.message_id).collect();
     assert_eq!(ids, ["z", "b", "c"]);
-    assert!(got.iter().all(|m| m.status == Status::Processing && m.lease_owner == "w" && m.lease_epoch == 1 && m.version == 2));
+    assert!(got.iter().all(|m| m.status == Status::Processing && &*m.lease_owner == "w" && m.lease_epoch == 1 && m.version == 2));
     assert_eq!(got[0].lease_expires_ts, T0 + 3 * MS + 1000 * MS);
 }
 
@@ -161,7 +161,7 @@ fn claim_by_session_uses_only_that_session() {
     s.publish(T0, vec![in_s("a", "s1"), in_s("b", "s2"), in_s("c", ""), in_s("d", "s1")], &mut out).expect("valid");
     assert_eq!(s.ready_len("t", "s1"), 2);
     let got = s.claim(T0, &ClaimSpec { session_id: "s1".into(), ..claim_spec("t", "w", 10) }, &mut out).expect("claim");
-    assert_eq!(got.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), ["a", "d"]);
+    assert_eq!(got.iter().map(|m| &*m.message_id).collect::<Vec<_>>(), ["a", "d"]);
     assert_eq!(s.ready_len("t", "s1"), 0);
     assert_eq!(s.ready_ids("t", ""), ["b", "c"]);
     let got = s.claim(T0, &claim_spec("t", "w", 10), &mut out).expect("claim");
@@ -188,7 +188,7 @@ fn extend_keeps_epoch_ack_fences_old_holder() {
     assert!(matches!(s.ack(T0 + MS, &stale, "", &mut out), Err(BusError::StaleLease { reason: StaleReason::EpochSuperseded, .. })));
     out.clear();
     let done = s.ack(T0 + 600 * MS, &lease(&m), r#"{"tokens": 42}"#, &mut out).expect("ack").clone();
-    assert_eq!((done.status, done.lease_owner.as_str(), done.lease_expires_ts, done.lease_epoch), (Status::Done, "", 0, m.lease_epoch + 1));
+    assert_eq!((done.status, &*done.lease_owner, done.lease_expires_ts, done.lease_epoch), (Status::Done, "", 0, m.lease_epoch + 1));
     let details: serde_json::Value = serde_json::from_str(&out.events[0].details_json).expect("JSON");
     assert_eq!((details["tokens"].as_i64(), details["status"].as_str(), details["topic"].as_str()), (Some(42), Some("done"), Some("t")));
     let err = s.ack(T0 + 700 * MS, &lease(&m), "", &mut out).expect_err("already acked");
@@ -212,7 +212,7 @@ fn expired_lease_is_refused_then_retried_then_dead_lettered() {
     assert_eq!(s.tick(T0 + 1000 * MS, &mut out), 1);
     assert_eq!(kinds(&out), ["expired"]);
     let a = s.get("a").expect("kept");
-    assert_eq!((a.status, a.retry_count, a.lease_epoch, a.lease_owner.as_str()), (Status::Queued, 1, 2, ""));
+    assert_eq!((a.status, a.retry_count, a.lease_epoch, &*a.lease_owner), (Status::Queued, 1, 2, ""));
     s.claim(T0 + 1001 * MS, &claim_spec("t", "w", 1), &mut out).expect("claim");
     out.clear();
     s.tick(T0 + 5000 * MS, &mut out);
@@ -250,17 +250,17 @@ fn ttl_expires_queued_and_leased_messages() {
     let mut out = Changes::new();
     s.publish(T0, vec![NewMessage { ttl_ms: 50, ..msg("q", "t") }, NewMessage { ttl_ms: 50, priority: 1, ..msg("l", "t") }], &mut out).expect("ok");
     let m = s.claim(T0, &claim_spec("t", "w", 1), &mut out).expect("claim").remove(0).clone();
-    assert_eq!(m.message_id, "l");
+    assert_eq!(&*m.message_id, "l");
     out.clear();
     s.tick(T0 + 50 * MS, &mut out);
     assert_eq!(kinds(&out), ["expired"]);
-    assert_eq!(out.events[0].agent_id, crate::bus::model::SYSTEM_AGENT);
+    assert_eq!(&*out.events[0].agent_id, crate::bus::model::SYSTEM_AGENT);
     assert_eq!(s.get("q").map(|m| m.status), Some(Status::Expired));
     assert_eq!(s.get("l").map(|m| m.status), Some(Status::Processing), "a live lease outlives the TTL");
     out.clear();
     s.tick(T0 + 1000 * MS, &mut out);
     let l = s.get("l").expect("kept");
-    assert_eq!((l.status, l.lease_owner.as_str(), l.retry_count), (Status::Expired, "", 1));
+    assert_eq!((l.status, &*l.lease_owner, l.retry_count), (Status::Expired, "", 1));
     let details: serde_json::Value = serde_json::from_str(&out.events[0].details_json).expect("JSON");
     assert_eq!(details["reason"], "ttl");
 }
@@ -280,7 +280,7 @@ fn release_and_force_release_count_no_retry() {
     let by_owner = ForceReleaseSpec { owner: "w2".into(), ..ForceReleaseSpec::default() };
     assert_eq!(s.force_release(T0 + 20 * MS, &by_owner, &mut out).expect("force"), ["c"]);
     assert_eq!(kinds(&out), ["force_released"]);
-    assert_eq!(out.events[0].agent_id, "w2");
+    assert_eq!(&*out.events[0].agent_id, "w2");
     let old = ForceReleaseSpec { older_than_ms: 15, ..ForceReleaseSpec::default() };
     assert_eq!(s.force_release(T0 + 20 * MS, &old, &mut out).expect("force"), ["b"]);
     let by_id = ForceReleaseSpec { message_ids: vec!["a".into(), "nope".into()], ..ForceReleaseSpec::default() };
@@ -297,13 +297,13 @@ fn adopt_new_rows_once() {
         ts: 0,
         ingest_ts: 0,
         topic: "t".into(),
-        session_id: String::new(),
-        task_id: String::new(),
+        session_id: "".into(),
+        task_id: "".into(),
         agent_id: "py".into(),
         role: Role::Agent,
         msg_type: MsgType::Json,
         payload_json: "{}".into(),
-        payload_blob_ref: String::new(),
+        payload_blob_ref: "".into(),
         priority: 0,
         ttl_ms: 0,
         lease_owner: "junk".into(),
@@ -317,7 +317,7 @@ fn adopt_new_rows_once() {
     assert_eq!(s.adopt(T0, row.clone(), &mut out), Ok(Adoption::Adopted));
     assert_eq!(kinds(&out), ["adopted"]);
     let a = s.get("ext").expect("adopted");
-    assert_eq!((a.ts, a.ingest_ts, a.version, a.lease_owner.as_str(), a.lease_expires_ts), (T0, T0, 1, "", 0));
+    assert_eq!((a.ts, a.ingest_ts, a.version, &*a.lease_owner, a.lease_expires_ts), (T0, T0, 1, "", 0));
     out.clear();
     assert_eq!(s.adopt(T0, row.clone(), &mut out), Ok(Adoption::AlreadyKnown));
     assert!(out.is_empty());
@@ -338,7 +338,7 @@ fn restore_continues_live_leases_and_rejects_bad_rows() {
     let got: Vec<Message> = s.claim(T0, &claim_spec("t", "w", 1), &mut out).expect("claim").into_iter().cloned().collect();
     let mut rows: Vec<Message> = s.messages().cloned().collect();
     rows.push(rows[1].clone());
-    rows.push(Message { message_id: String::new(), ..rows[1].clone() });
+    rows.push(Message { message_id: "".into(), ..rows[1].clone() });
     let (mut r, rejected) = LeaseState::restore(LeaseConfig::default(), IdGen::new(99), rows);
     assert_eq!(rejected.iter().map(|x| x.error.field()).collect::<Vec<_>>(), ["message_id", "message_id"]);
     assert_eq!(r.len(), 3);
@@ -347,7 +347,7 @@ fn restore_continues_live_leases_and_rejects_bad_rows() {
     r.extend(T0 + MS, &lease(&got[0]), 100, &mut out).expect("the restored lease is live");
     out.clear();
     let more = r.claim(T0 + 10 * MS, &claim_spec("t", "w", 5), &mut out).expect("claim");
-    assert_eq!(more.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(more.iter().map(|m| &*m.message_id).collect::<Vec<_>>(), ["b"]);
     assert_eq!(kinds(&out), ["expired", "claimed"], "c's TTL passed before the claim");
 }
 
@@ -374,7 +374,7 @@ fn dedup_rows_keeps_last_state() {
     s.ack(T0, &lease(&m), "", &mut out).expect("ack");
     assert_eq!(out.messages.len(), 4);
     out.dedup_rows();
-    let rows: Vec<(&str, i64)> = out.messages.iter().map(|m| (m.message_id.as_str(), m.version)).collect();
+    let rows: Vec<(&str, i64)> = out.messages.iter().map(|m| (&*m.message_id, m.version)).collect();
     assert_eq!(rows, [("b", 1), ("a", 3)]);
     assert_eq!(out.events.len(), 4);
 }
