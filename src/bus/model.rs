@@ -393,6 +393,9 @@ pub enum Adoption {
     Adopted,
     /// The id is already managed (e.g. dhbus's own write seen again): nothing changed.
     AlreadyKnown,
+    /// A terminal row (done, error, expired) with an unknown id: nothing to
+    /// sequence, nothing changed.
+    Ignored,
 }
 
 /// What one or more operations changed, in order: the rows to upsert into

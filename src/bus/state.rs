@@ -52,7 +52,7 @@
 //! `reason`, `delay_ms`, `lease_owner`, `enqueued_ts`, …) and the caller's
 //! own `details_json` keys.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::error::{quote, BusError, StaleReason, ValidationError};
@@ -101,6 +101,8 @@ enum Place {
     Leased(i64),
     /// In no queue (terminal status).
     Idle,
+    /// A free arena slot (its message was forgotten); reused by the next insert.
+    Free,
 }
 
 /// One managed message.
@@ -132,8 +134,14 @@ pub struct LeaseState {
     config: LeaseConfig,
     /// Source of event ids and generated message ids.
     ids: IdGen,
-    /// Arena of messages; an index is stable for the life of the state (messages are never removed).
+    /// Arena of messages; an index is stable until its terminal message is
+    /// forgotten ([`LeaseState::forget_terminal`]), then the slot is reused.
     entries: Vec<Entry>,
+    /// Free arena slots.
+    free: Vec<usize>,
+    /// Terminal messages in the order they became terminal, with the clock
+    /// at that moment: what `forget_terminal` walks, oldest first.
+    terminal: VecDeque<(i64, usize)>,
     /// `message_id` → arena index.
     by_id: HashMap<Arc<str>, usize>,
     /// Topics by index (an entry stores its topic index: no hashing per change).
@@ -159,6 +167,8 @@ impl LeaseState {
             config,
             ids,
             entries: Vec::new(),
+            free: Vec::new(),
+            terminal: VecDeque::new(),
             by_id: HashMap::new(),
             topics: Vec::new(),
             topic_ix: HashMap::new(),
@@ -185,22 +195,24 @@ impl LeaseState {
         self.by_id.get(message_id).map(|&ix| &self.entries[ix].msg)
     }
 
-    /// Every managed message, in arrival order (for subscription snapshots).
+    /// Every managed message (for subscription snapshots), in arena order:
+    /// arrival order until forgotten slots get reused.
     pub fn messages(&self) -> impl Iterator<Item = &Message> + '_ {
-        self.entries.iter().map(|e| &e.msg)
+        self.entries.iter().filter(|e| e.place != Place::Free).map(|e| &e.msg)
     }
 
-    /// Number of managed messages (terminal ones included).
+    /// Number of managed messages (terminal ones not yet forgotten included).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.free.len()
     }
 
     /// True when no message is managed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Message counts by topic and status, topics in order of first appearance.
+    /// Managed message counts by topic and status (forgotten terminal
+    /// messages leave the counts), topics in order of first appearance.
     pub fn stats(&self) -> impl Iterator<Item = (&str, StatusCounts)> + '_ {
         self.topics.iter().map(|t| (&*t.name, t.counts))
     }
@@ -355,9 +367,23 @@ impl LeaseState {
         };
         msg.topic = Arc::clone(&self.topics[t].name);
         *self.topics[t].counts.slot(msg.status) += 1;
-        let ix = self.entries.len();
-        self.by_id.insert(Arc::clone(&msg.message_id), ix);
-        self.entries.push(Entry { msg, topic: t, place: Place::Idle });
+        let terminal = msg.status.is_terminal();
+        let id = Arc::clone(&msg.message_id);
+        let entry = Entry { msg, topic: t, place: Place::Idle };
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                self.entries[ix] = entry;
+                ix
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        self.by_id.insert(id, ix);
+        if terminal {
+            self.terminal.push_back((self.clock, ix));
+        }
         ix
     }
 
@@ -403,7 +429,7 @@ impl LeaseState {
             Place::Leased(key) => {
                 self.leases.remove(&(key, ix));
             }
-            Place::Idle => {}
+            Place::Idle | Place::Free => {}
         }
         if matches!(place, Place::Ready | Place::Delayed(_)) {
             self.untrack_ttl(ix);
@@ -417,13 +443,17 @@ impl LeaseState {
         }
     }
 
-    /// Changes the status, keeping the per-topic counters right.
+    /// Changes the status, keeping the per-topic counters and the terminal
+    /// list right (a terminal status never changes again).
     fn set_status(&mut self, ix: usize, status: Status) {
         let e = &mut self.entries[ix];
         let counts = &mut self.topics[e.topic].counts;
         *counts.slot(e.msg.status) = counts.slot(e.msg.status).saturating_sub(1);
         *counts.slot(status) += 1;
         e.msg.status = status;
+        if status.is_terminal() {
+            self.terminal.push_back((self.clock, ix));
+        }
     }
 
     /// Records one change of the row: `version + 1`, `updated_ts = now`.

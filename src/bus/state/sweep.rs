@@ -8,7 +8,7 @@ use super::details::Details;
 use super::{check_duration, IdGen, LeaseConfig, LeaseState, Place};
 use crate::bus::error::{quote, BusError, ValidationError};
 use crate::bus::model::{
-    check_len, Adoption, Changes, EventKind, ForceReleaseSpec, Message, Rejected, Status, MAX_FIELD_BYTES, NANOS_PER_MS, SYSTEM_AGENT,
+    check_len, Adoption, Changes, EventKind, ForceReleaseSpec, Message, MsgType, Rejected, Role, Status, MAX_FIELD_BYTES, NANOS_PER_MS, SYSTEM_AGENT,
 };
 
 impl LeaseState {
@@ -48,13 +48,18 @@ impl LeaseState {
 
     /// Takes under management a row another client inserted into
     /// `agent_messages`. A known `message_id` (including dhbus's own rows
-    /// coming back through a subscription) is left alone. A new row is
-    /// validated like a publish, stamped (`ingest_ts = now`, `ts = now` when
-    /// 0, version + 1) and indexed by its status: queued rows become
-    /// claimable, processing rows keep their lease until it expires.
+    /// coming back through a subscription) is left alone, and so is a
+    /// terminal row (nothing to sequence; also what a forgotten message's row
+    /// looks like). A new queued or processing row is validated like a
+    /// publish, stamped (`ingest_ts = now`, `ts = now` when 0, version + 1)
+    /// and indexed: queued rows become claimable, processing rows keep their
+    /// lease until it expires (an ownerless one expires at the next tick).
     pub fn adopt(&mut self, now: i64, row: Message, out: &mut Changes) -> Result<Adoption, BusError> {
         if self.by_id.contains_key(&*row.message_id) {
             return Ok(Adoption::AlreadyKnown);
+        }
+        if row.status.is_terminal() {
+            return Ok(Adoption::Ignored);
         }
         row.validate()?;
         let now = self.at(now);
@@ -113,6 +118,60 @@ impl LeaseState {
             released.push(self.entries[ix].msg.message_id.to_string());
         }
         Ok(released)
+    }
+
+    /// Forgets terminal (done, error, expired) messages that became terminal
+    /// before `before_ts`, freeing their memory; returns how many. Call it
+    /// periodically with `now - retention`: the state otherwise grows with
+    /// every message ever seen. A forgotten message is unknown afterwards:
+    /// `get` returns `None`, its row is ignored by `adopt`, and its id could
+    /// be published again, so keep the retention well past any client retry
+    /// window. Restored terminal rows count as terminal since forever.
+    pub fn forget_terminal(&mut self, before_ts: i64) -> usize {
+        let mut forgotten = 0;
+        while let Some(&(at, ix)) = self.terminal.front() {
+            if at >= before_ts {
+                break;
+            }
+            self.terminal.pop_front();
+            let blank = self.blank();
+            let e = &mut self.entries[ix];
+            let msg = std::mem::replace(&mut e.msg, blank);
+            e.place = Place::Free;
+            self.by_id.remove(&*msg.message_id);
+            let counts = &mut self.topics[e.topic].counts;
+            *counts.slot(msg.status) = counts.slot(msg.status).saturating_sub(1);
+            self.free.push(ix);
+            forgotten += 1;
+        }
+        forgotten
+    }
+
+    /// The content of a free slot: no heap memory of its own.
+    fn blank(&self) -> Message {
+        let empty = || Arc::clone(&self.empty);
+        Message {
+            message_id: empty(),
+            ts: 0,
+            ingest_ts: 0,
+            topic: empty(),
+            session_id: empty(),
+            task_id: empty(),
+            agent_id: empty(),
+            role: Role::Agent,
+            msg_type: MsgType::Json,
+            payload_json: empty(),
+            payload_blob_ref: empty(),
+            priority: 0,
+            ttl_ms: 0,
+            lease_owner: empty(),
+            lease_expires_ts: 0,
+            status: Status::Done,
+            retry_count: 0,
+            lease_epoch: 0,
+            version: 0,
+            updated_ts: 0,
+        }
     }
 
     /// Processes every deadline `<= now` (see [`LeaseState::tick`]).

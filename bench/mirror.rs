@@ -1,0 +1,190 @@
+//! Mirror and replay benchmarks, each beside Deephaven's own Kafka connector
+//! in the same run and against the same broker:
+//! - mirror throughput (rows/s) and lag p50/p99 on `agent_messages` receiving
+//!   sustained writes, vs `deephaven.stream.kafka.produce` publishing the same table;
+//! - replay of 1,000,000 messages from Kafka into Deephaven, vs
+//!   `deephaven.stream.kafka.consume` reading the same topic.
+
+#[path = "common.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dhbus::deephaven::{Console, InputTable, SessionPool, TableHandle};
+use dhbus::mirror::codec::{rows_to_batch, MessageRow, MirrorTable, RecordEncoder, Row};
+use dhbus::mirror::readback::{read_all, StartAt};
+use dhbus::mirror::replay::{replay, ReplayPlan};
+use dhbus::mirror::topics::{ensure_topics, MirrorTopics};
+use dhbus::schema::TableNames;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn row(i: usize, version: i64) -> Row {
+    Row::Message(MessageRow {
+        message_id: Some(format!("m{i:09}")),
+        ts: Some(dhbus::bus::clock::now_ns()),
+        ingest_ts: Some(dhbus::bus::clock::now_ns()),
+        topic: Some(format!("topic-{}", i % 8)),
+        session_id: Some(format!("s{}", i % 64)),
+        task_id: Some(format!("task-{}", i / 10)),
+        agent_id: Some("producer-1".into()),
+        role: Some("agent".into()),
+        msg_type: Some("json".into()),
+        payload_json: Some(format!("{{\"step\":{i},\"prompt\":\"summarise the quarterly report for the team\"}}")),
+        payload_blob_ref: None,
+        priority: Some((i % 5) as i32),
+        ttl_ms: Some(0),
+        lease_owner: None,
+        lease_expires_ts: Some(0),
+        status: Some("queued".into()),
+        retry_count: Some(0),
+        lease_epoch: Some(0),
+        version: Some(version),
+        updated_ts: Some(dhbus::bus::clock::now_ns()),
+    })
+}
+
+/// Reads a value of the Prometheus text (`name{labels}`) rendered by the recorder.
+fn prom_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+fn count_records(bootstrap: &str, topic: &str) -> u64 {
+    read_all(bootstrap, topic, &StartAt::Earliest, Duration::from_millis(300), |_| Ok(())).unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    common::print_machine("mirror and replay");
+    let bootstrap = common::env("KAFKA_BOOTSTRAP_SERVERS");
+    let prom = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
+    let pool = SessionPool::connect(common::dh_config()).await.unwrap();
+    let session = pool.session().await;
+    let ns = common::unique("mb");
+    let names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&ns));
+    dhbus::bootstrap::bootstrap(&session, &names).await.unwrap();
+    let topics = MirrorTopics::new(&ns).unwrap();
+    let cfg = dhbus::mirror::service::MirrorConfig { bootstrap: bootstrap.clone(), topics: topics.clone(), partitions: 3, tables: names.clone() };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mirror = tokio::spawn(dhbus::mirror::service::run(pool.clone(), cfg, Default::default(), Default::default(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. dhbus mirror: 500,000 rows written in batches of 10,000, mirrored as they land.
+    let total = 500_000usize;
+    let input = InputTable::new(TableHandle::open(&session, &names.messages).await.unwrap(), vec!["message_id".into()]);
+    let t = Instant::now();
+    for b in 0..total / 10_000 {
+        let rows: Vec<Row> = (b * 10_000..(b + 1) * 10_000).map(|i| row(i, 1)).collect();
+        input.add(vec![rows_to_batch(MirrorTable::Messages, &rows).unwrap()]).await.unwrap();
+    }
+    let write_s = t.elapsed().as_secs_f64();
+    loop {
+        let text = prom.render();
+        let done = prom_value(&text, "dhbus_mirror_records_total{table=\"agent_messages\"}").unwrap_or(0.0) as usize;
+        if done >= total {
+            break;
+        }
+        common::progress(&format!("mirror: {done}/{total} acknowledged"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mirror_s = t.elapsed().as_secs_f64();
+    let text = prom.render();
+    let p50 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.5\"}").unwrap_or(f64::NAN);
+    let p99 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.99\"}").unwrap_or(f64::NAN);
+    let mirror_rate = total as f64 / mirror_s;
+    println!("dhbus mirror: {mirror_rate:.0} rows/s ({total} rows written in {write_s:.1} s, all acknowledged by Kafka after {mirror_s:.1} s); lag p50 {:.0} ms, p99 {:.0} ms", p50 * 1e3, p99 * 1e3);
+    stop.cancel();
+    let _ = mirror.await;
+
+    // 2. Deephaven's own producer publishing the same table (JSON values) to the same broker.
+    let dh_topic = format!("{ns}.dh_producer");
+    let admin_topics = MirrorTopics { messages: dh_topic.clone(), events: format!("{ns}.dh_unused") };
+    ensure_topics(&bootstrap, &admin_topics, 3).await.unwrap();
+    let console = Console::start(&session).await.unwrap();
+    let script = format!(
+        "from deephaven.stream.kafka import producer as kp\nimport time\n_t = {table}\n_start = time.time()\n_cancel = kp.produce(_t, {{'bootstrap.servers': {bs}}}, {topic}, key_spec=kp.simple_spec('message_id'), value_spec=kp.json_spec())\n",
+        table = names.messages,
+        bs = serde_json::to_string(&bootstrap).unwrap(),
+        topic = serde_json::to_string(&dh_topic).unwrap(),
+    );
+    let t = Instant::now();
+    console.run(&script).await.unwrap();
+    let mut seen = 0;
+    while seen < total as u64 {
+        seen = count_records(&bootstrap, &dh_topic);
+        common::progress(&format!("deephaven producer: {seen}/{total}"));
+        assert!(t.elapsed() < Duration::from_secs(600), "deephaven producer too slow");
+    }
+    let dh_rate = total as f64 / t.elapsed().as_secs_f64();
+    console.run("_cancel()").await.unwrap();
+    println!("deephaven.stream.kafka.produce: {dh_rate:.0} rows/s (same table, same broker; time includes counting the topic)");
+    println!("mirror / deephaven producer ratio: {:.2}", mirror_rate / dh_rate);
+
+    // 3. Replay 1,000,000 messages into a fresh set of tables.
+    let replay_ns = common::unique("rb");
+    let rtopics = MirrorTopics::new(&replay_ns).unwrap();
+    ensure_topics(&bootstrap, &rtopics, 3).await.unwrap();
+    let producer: FutureProducer = dhbus::mirror::kafka_config::producer_config(&bootstrap).create().unwrap();
+    let enc = RecordEncoder::new(MirrorTable::Messages, "agent_messages").unwrap();
+    let n = 1_000_000usize;
+    let t = Instant::now();
+    for chunk in 0..n / 50_000 {
+        let rows: Vec<Row> = (chunk * 50_000..(chunk + 1) * 50_000).map(|i| row(i, 3)).collect();
+        let recs = enc.encode_batch(&rows_to_batch(MirrorTable::Messages, &rows).unwrap()).unwrap();
+        let mut futs = Vec::with_capacity(recs.len());
+        for r in &recs {
+            loop {
+                match producer.send_result(FutureRecord::to(&rtopics.messages).key(r.key.as_str()).payload(r.value.as_deref().unwrap())) {
+                    Ok(f) => {
+                        futs.push(f);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        }
+        for f in futs {
+            f.await.unwrap().unwrap();
+        }
+        common::progress(&format!("replay input: {} records produced", (chunk + 1) * 50_000));
+    }
+    println!("(replay input: {n} records produced in {:.1} s)", t.elapsed().as_secs_f64());
+    let rnames = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&replay_ns));
+    let plan = ReplayPlan {
+        bootstrap: bootstrap.clone(),
+        topics: rtopics.clone(),
+        start: HashMap::new(),
+        tables: vec![MirrorTable::Messages],
+        names: rnames.clone(),
+        dry_run: false,
+        skip_corrupt: None,
+        progress_bar: false,
+    };
+    let t = Instant::now();
+    let summary = replay(&session, plan).await.unwrap();
+    let rs = t.elapsed().as_secs_f64();
+    let rows = summary.tables[&rnames.messages].rows;
+    assert_eq!(rows, n as u64);
+    println!("dhbus replay: {n} messages in {rs:.1} s ({:.0} rows/s), checksum {}", n as f64 / rs, summary.tables[&rnames.messages].checksum);
+
+    // 4. Deephaven's own consumer reading the same topic (raw bytes).
+    let script = format!(
+        "from deephaven.stream.kafka import consumer as kc\nfrom deephaven import dtypes\n_c = kc.consume({{'bootstrap.servers': {bs}, 'auto.offset.reset': 'earliest'}}, {topic}, key_spec=kc.simple_spec('key', dtypes.string), value_spec=kc.simple_spec('value', dtypes.byte_array), table_type=kc.TableType.append())\n_csize = _c.count_by('cnt')\n",
+        bs = serde_json::to_string(&bootstrap).unwrap(),
+        topic = serde_json::to_string(&rtopics.messages).unwrap(),
+    );
+    let t = Instant::now();
+    console.run(&script).await.unwrap();
+    loop {
+        let c = TableHandle::open(&session, "_csize").await.unwrap().snapshot().await.unwrap();
+        let got = c.column_by_name("cnt").and_then(|a| a.as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| if a.is_empty() { 0 } else { a.value(0) })).unwrap_or(0);
+        if got as usize >= n {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "deephaven consumer too slow");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dcs = t.elapsed().as_secs_f64();
+    println!("deephaven.stream.kafka.consume: {n} records in {dcs:.1} s ({:.0} rows/s; raw bytes, no decoding or keying)", n as f64 / dcs);
+    session.close().await.unwrap();
+}
