@@ -16,8 +16,13 @@ case "$cmd" in
 start)
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then log "already running (pid $(cat "$dir/pid"))"; exit 0; fi
   bash "$here/install-stack.sh" deephaven
-  port="${DEEPHAVEN_PORT_WANTED:-$(python3 "$here/free_port.py")}"
-  key="${DHBUS_TEST_PSK:-dhbus-$(python3 -c 'import secrets; print(secrets.token_hex(12))')}"
+  # A restart in the same DIR keeps the port and key, so clients reconnect to the same address.
+  if [ -f "$dir/env" ]; then
+    port="$(sed -n 's/^export DEEPHAVEN_PORT=//p' "$dir/env")"
+    key="$(sed -n 's/^export DEEPHAVEN_API_TOKEN=//p' "$dir/env")"
+  fi
+  port="${port:-${DEEPHAVEN_PORT_WANTED:-$(python3 "$here/free_port.py")}}"
+  key="${key:-${DHBUS_TEST_PSK:-dhbus-$(python3 -c 'import secrets; print(secrets.token_hex(12))')}}"
   mkdir -p "$dir/data"
   heap="${DHBUS_DEEPHAVEN_HEAP:-3g}"
   (

@@ -35,6 +35,29 @@ pub struct HealthReport {
     pub checks: Vec<Check>,
 }
 
+/// Runs the Deephaven checks and, when `kafka` (bootstrap servers) is given, a
+/// Kafka check (broker metadata).
+pub async fn run_all(config: &ClientConfig, names: &TableNames, timeout: Duration, kafka: Option<&str>) -> HealthReport {
+    let mut report = run_checks(config, names, timeout).await;
+    if let Some(bootstrap) = kafka {
+        let t = Instant::now();
+        let b = bootstrap.to_string();
+        let r = tokio::task::spawn_blocking(move || kafka_check(&b, timeout)).await.unwrap_or_else(|e| Err(e.to_string()));
+        report.checks.push(check("kafka", t, r));
+        report.ok = report.checks.iter().all(|c| c.ok);
+    }
+    report
+}
+
+fn kafka_check(bootstrap: &str, timeout: Duration) -> Result<String, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap).set("group.id", "dhbus-health").set("log_level", "0");
+    let c: BaseConsumer = cfg.create().map_err(|e| format!("kafka client: {e}"))?;
+    let md = c.fetch_metadata(None, timeout).map_err(|e| format!("broker {bootstrap} unreachable: {e}"))?;
+    Ok(format!("{} broker(s), {} topic(s) at {bootstrap}", md.brokers().len(), md.topics().len()))
+}
+
 /// Runs every check against the server in `config`; later checks are skipped
 /// (and reported failed) when an earlier one they need failed.
 pub async fn run_checks(config: &ClientConfig, names: &TableNames, timeout: Duration) -> HealthReport {

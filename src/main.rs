@@ -38,6 +38,12 @@ enum Command {
         /// How long the streaming probe may take, e.g. 10s.
         #[arg(long, env = "DHBUS_HEALTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Also check the Kafka brokers (checked when the mirror is configured).
+        #[arg(long = "kafka-bootstrap-servers", env = "KAFKA_BOOTSTRAP_SERVERS")]
+        kafka: Option<String>,
+        /// Base name of the mirror topics; with it set, Kafka is checked.
+        #[arg(long = "mirror-topic", env = "DEEPHAVEN_KAFKA_MIRROR_TOPIC")]
+        mirror_topic: Option<String>,
     },
     /// Serve the bus (and the mirror and metrics roll-up) until SIGINT/SIGTERM.
     Run(dhbus::settings::RunArgs),
@@ -73,10 +79,11 @@ fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Bootstrap { dh, check } => cli::bootstrap(&dh, check).await,
-        Command::Health { dh, json, timeout } => {
+        Command::Health { dh, json, timeout, kafka, mirror_topic } => {
             let config = dh.client_config().context("Deephaven settings")?;
             let names = dh.table_names().context("table names")?;
-            let report = dhbus::health::run_checks(&config, &names, timeout).await;
+            let kafka = kafka.filter(|_| mirror_topic.is_some());
+            let report = dhbus::health::run_all(&config, &names, timeout, kafka.as_deref()).await;
             cli::print_health(&report, json)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -57,7 +57,7 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     readiness.set("deephaven", true, "session pool connected");
     crate::bootstrap::bootstrap(&pool.session().await, &names).await?;
     readiness.set("tables", true, "canonical tables present");
-    tokio::spawn(watch_deephaven(pool.clone(), readiness.clone(), shutdown.clone()));
+    tokio::spawn(watch_deephaven(pool.clone(), names.messages.clone(), readiness.clone(), shutdown.clone()));
 
     let durable = DurableAcks::default();
     let mut tasks = tokio::task::JoinSet::new();
@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
             unreachable!("effective_components checked the mirror settings")
         };
         readiness.require("kafka");
+        tokio::spawn(watch_kafka(bootstrap.clone(), readiness.clone(), shutdown.clone()));
         let cfg = MirrorConfig { bootstrap, topics: MirrorTopics::new(&base)?, partitions: args.kafka.partitions, tables: names.clone() };
         let (pool, durable, ready, stop) = (pool.clone(), durable.clone(), readiness.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -124,8 +125,9 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     result
 }
 
-/// Keeps `/readyz` honest about Deephaven: a cheap authenticated call every 2 s.
-async fn watch_deephaven(pool: SessionPool, readiness: Readiness, shutdown: CancellationToken) {
+/// Keeps `/readyz` honest about Deephaven: an authenticated call and a table
+/// look-up every 2 s (a restarted server has lost its tables).
+async fn watch_deephaven(pool: SessionPool, table: String, readiness: Readiness, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! { _ = shutdown.cancelled() => return, _ = tick.tick() => {} }
@@ -136,11 +138,46 @@ async fn watch_deephaven(pool: SessionPool, readiness: Readiness, shutdown: Canc
             Ok(Err(status)) => {
                 let e = s.status_err("keep-alive", status);
                 readiness.set("deephaven", false, e.to_string());
-                if e.is_auth() {
-                    let _ = s.relogin().await;
-                }
+                // A restarted server forgot the session: log in again (or reconnect).
+                let _ = pool.run(|s| async move { s.relogin().await }).await;
+                continue;
             }
-            Err(_) => readiness.set("deephaven", false, "no answer within 3 s"),
+            Err(_) => {
+                readiness.set("deephaven", false, "Deephaven did not answer within 3 s");
+                continue;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(3), crate::deephaven::TableHandle::open(&s, &table)).await {
+            Ok(Ok(_)) => readiness.set("tables", true, "canonical tables present"),
+            Ok(Err(e)) => readiness.set("tables", false, format!("{e} (run `dhbus bootstrap`, or `dhbus replay` to restore)")),
+            Err(_) => readiness.set("tables", false, "table look-up timed out"),
+        }
+    }
+}
+
+/// Keeps `/readyz` honest about Kafka: broker metadata every 2 s.
+async fn watch_kafka(bootstrap: String, readiness: Readiness, shutdown: CancellationToken) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", &bootstrap).set("group.id", "dhbus-readiness");
+    let client: BaseConsumer = match cfg.create() {
+        Ok(c) => c,
+        Err(e) => {
+            readiness.set("kafka", false, format!("kafka client: {e}"));
+            return;
+        }
+    };
+    let client = std::sync::Arc::new(client);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! { _ = shutdown.cancelled() => return, _ = tick.tick() => {} }
+        let c = client.clone();
+        let r = tokio::task::spawn_blocking(move || c.fetch_metadata(None, Duration::from_secs(2))).await;
+        match r {
+            Ok(Ok(md)) if !md.brokers().is_empty() => readiness.set("kafka", true, format!("{} broker(s) reachable", md.brokers().len())),
+            Ok(Ok(_)) => readiness.set("kafka", false, format!("no brokers at {bootstrap}")),
+            Ok(Err(e)) => readiness.set("kafka", false, format!("brokers at {bootstrap} unreachable: {e}")),
+            Err(e) => readiness.set("kafka", false, e.to_string()),
         }
     }
 }

@@ -136,3 +136,20 @@ async fn client_copies_equal_snapshots_through_plain_sorted_and_filtered_views()
     assert!(rows > 50, "the table should hold rows at the end, holds {rows}");
     session.close().await.unwrap();
 }
+
+/// A large table's initial snapshot arrives in several chunks; the client copy
+/// still equals a DoGet snapshot, and later changes apply on top of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_snapshot_arrives_in_chunks_and_equals_doget() {
+    let session = Session::connect(common::dh_config()).await.unwrap();
+    let name = common::unique_name("big");
+    let table = create_input_table(&session, &name, &schema(), InputKind::Keyed(vec!["id".into()])).await.unwrap();
+    let input = InputTable::new(table.clone(), vec!["id".into()]);
+    let mut rng = StdRng::seed_from_u64(42);
+    input.add(vec![random_rows(&mut rng, 150_000, 1_000_000)]).await.unwrap();
+    let mut sub = subscribe(&table, SubscribeOptions::default()).await.unwrap();
+    converge("big", &mut sub, &table).await;
+    input.add(vec![random_rows(&mut rng, 5_000, 1_000_000)]).await.unwrap();
+    converge("big after upserts", &mut sub, &table).await;
+    session.close().await.unwrap();
+}

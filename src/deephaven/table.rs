@@ -79,6 +79,13 @@ impl TableHandle {
         })
     }
 
+    /// A handle for an export whose schema the caller already knows (an upload),
+    /// saving the round trip that would ask the server for it.
+    pub(crate) fn from_known_export(session: &Session, ticket: Ticket, schema: SchemaRef, size: i64) -> TableHandle {
+        let guard = Arc::new(ExportGuard { session: session.clone(), ticket: ticket.clone() });
+        TableHandle { session: session.clone(), ticket, schema, size, is_static: true, _guard: guard }
+    }
+
     /// Looks up the global-scope table `name` (no export is created).
     pub async fn open(session: &Session, name: &str) -> Result<TableHandle> {
         let ticket = Ticket::scope(name)?;

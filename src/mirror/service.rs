@@ -61,7 +61,7 @@ async fn run_table(pool: SessionPool, cfg: MirrorConfig, table: MirrorTable, dur
             _ = shutdown.cancelled() => return,
             r = once => {
                 let e = match r { Ok(()) => MirrorError::Shutdown, Err(e) => e };
-                ready.set("kafka", false, format!("mirror of {table}: {e}"));
+                ready.set("mirror", false, format!("mirror of {table} interrupted: {e}"));
                 metrics::counter!("dhbus_errors_total", "kind" => "mirror").increment(1);
                 let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(table = %table, error = %e, wait_ms = wait.as_millis() as u64, "mirror interrupted; resuming");
@@ -121,7 +121,7 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
     let session = pool.session().await;
     let handle = TableHandle::open(&session, table_name(cfg, table)).await?;
     let mut sub = subscribe(&handle, SubscribeOptions::default()).await?;
-    ready.set("kafka", true, "mirror streaming");
+    ready.set("mirror", true, "streaming");
 
     // Deliveries are awaited in order on the side; the read loop never blocks on them.
     let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<Pending>(100_000);

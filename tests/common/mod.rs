@@ -79,6 +79,69 @@ impl OwnDeephaven {
     }
 }
 
+impl OwnDeephaven {
+    /// Stops the server (its tables are lost: Deephaven keeps them in memory).
+    pub fn stop(&self) {
+        let _ = Command::new("bash").arg(scripts_dir().join("deephaven.sh")).arg("stop").arg(self.dir.path()).status();
+    }
+
+    /// Starts it again on the same port with the same key.
+    pub fn start_again(&self, extra_jvm_args: &[&str]) {
+        let status = Command::new("bash")
+            .arg(scripts_dir().join("deephaven.sh"))
+            .arg("start")
+            .arg(self.dir.path())
+            .args(extra_jvm_args)
+            .status()
+            .expect("run scripts/deephaven.sh");
+        assert!(status.success(), "scripts/deephaven.sh start (again) failed");
+    }
+
+    /// Environment for a child process talking to this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let Credentials::Psk(key) = &self.config.credentials else { unreachable!("own servers use PSK") };
+        vec![
+            ("DEEPHAVEN_HOST".into(), self.config.host.clone()),
+            ("DEEPHAVEN_PORT".into(), self.config.port.to_string()),
+            ("DEEPHAVEN_API_TOKEN".into(), key.clone()),
+        ]
+    }
+}
+
+/// A Kafka-compatible broker of the test's own (for outage tests).
+pub struct OwnKafka {
+    /// State folder passed to scripts/kafka.sh.
+    pub dir: tempfile::TempDir,
+    /// host:port.
+    pub bootstrap: String,
+}
+
+impl OwnKafka {
+    /// Starts a broker with sqlite storage (topics survive restarts).
+    pub fn start() -> OwnKafka {
+        let mut k = OwnKafka { dir: tempfile::tempdir().expect("temp dir"), bootstrap: String::new() };
+        k.start_again();
+        let env = std::fs::read_to_string(k.dir.path().join("env")).expect("kafka env");
+        k.bootstrap = env.trim().trim_start_matches("export KAFKA_BOOTSTRAP_SERVERS=").to_string();
+        k
+    }
+    /// Stops the broker.
+    pub fn stop(&self) {
+        let _ = Command::new("bash").arg(scripts_dir().join("kafka.sh")).arg("stop").arg(self.dir.path()).status();
+    }
+    /// Starts it again (same port, same data).
+    pub fn start_again(&self) {
+        let status = Command::new("bash").arg(scripts_dir().join("kafka.sh")).arg("start").arg(self.dir.path()).arg("sqlite").status().expect("kafka.sh");
+        assert!(status.success(), "scripts/kafka.sh start failed");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Drop for OwnDeephaven {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(scripts_dir().join("deephaven.sh")).arg("stop").arg(self.dir.path()).status();

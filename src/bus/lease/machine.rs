@@ -376,8 +376,9 @@ impl LeaseState {
         m.lease_owner.clear();
         m.lease_expires_ts = 0;
         m.lease_epoch += 1;
-        let mut d = serde_json::json!({"epoch": m.lease_epoch, "enqueue_ts": m.ts, "latency_ms": (now - m.ts) as f64 / 1e6, "topic": m.topic});
-        merge(&mut d, extra);
+        // The caller's details first, then the bus's own keys, which the caller cannot overwrite.
+        let mut d = extra;
+        merge(&mut d, serde_json::json!({"epoch": m.lease_epoch, "enqueue_ts": m.ts, "latency_ms": now.saturating_sub(m.ts) as f64 / 1e6, "topic": m.topic}));
         let ev = self.event(now, &m, agent, "ack", d);
         let m = self.commit(now, m, Some(Status::Processing), out);
         out.events.push(ev);
@@ -603,7 +604,7 @@ fn parse_details(details: &str) -> Result<serde_json::Value, LeaseError> {
     }
 }
 
-/// Adds `extra`'s fields to `base` (both objects); the caller's fields win.
+/// Adds `extra`'s fields to `base` (both objects); `extra` wins.
 fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     if let (serde_json::Value::Object(b), serde_json::Value::Object(e)) = (base, extra) {
         for (k, v) in e {

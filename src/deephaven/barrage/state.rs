@@ -166,9 +166,16 @@ impl TableState {
         if self.poisoned {
             return Err(BarrageError::Poisoned);
         }
-        let BarrageUpdate { meta, added, modified } = update;
-        if meta.added_rows_included.as_ref().is_some_and(|rows| *rows != meta.added_rows) {
-            return Err(BarrageError::Unsupported("added_rows_included differs from added_rows (viewport)".into()));
+        let BarrageUpdate { mut meta, added, modified } = update;
+        if let Some(included) = meta.added_rows_included.take() {
+            if included != meta.added_rows {
+                // A large initial snapshot arrives in chunks: each message says which
+                // of the snapshot's rows it carries, and those are the rows it adds.
+                if !meta.is_snapshot {
+                    return Err(BarrageError::Unsupported("added_rows_included differs from added_rows outside a snapshot (viewport)".into()));
+                }
+                meta.added_rows = included;
+            }
         }
         let mut modified_rows = meta.modified_rows;
         if modified_rows.is_empty() {
@@ -682,5 +689,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunked_snapshot_adds_the_included_rows_of_each_message() {
+        let mut table = TableState::new(schema());
+        for chunk in [&[1u64, 2][..], &[3, 4][..]] {
+            let meta = UpdateMetadata {
+                is_snapshot: true,
+                added_rows: keys(&[1, 2, 3, 4]),
+                added_rows_included: Some(keys(chunk)),
+                ..Default::default()
+            };
+            let rows: Vec<Row> = chunk.iter().map(|k| row(*k as i64)).collect();
+            let d = table.apply(update(meta, &rows, [&[], &[]])).unwrap();
+            assert_eq!(d.added_keys, chunk.to_vec());
+        }
+        assert_eq!(table.len(), 4);
     }
 }
