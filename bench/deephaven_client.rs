@@ -67,8 +67,11 @@ async fn main() {
     let rows = 200_000;
     input.add(vec![batch(0, rows, rows)]).await.unwrap();
     let mut sub = subscribe(&table, SubscribeOptions { min_update_interval_ms: 50, buffer: 1024, ..Default::default() }).await.unwrap();
-    let snap = sub.next().await.unwrap().unwrap();
-    assert_eq!(snap.added.num_rows(), rows);
+    // The initial snapshot may arrive in several chunks.
+    let mut loaded = 0;
+    while loaded < rows {
+        loaded += sub.next().await.unwrap().unwrap().added.num_rows();
+    }
     let rounds = 10;
     let writer = {
         let input = input.clone();

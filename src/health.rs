@@ -51,8 +51,7 @@ pub async fn run_all(config: &ClientConfig, names: &TableNames, timeout: Duratio
 
 fn kafka_check(bootstrap: &str, timeout: Duration) -> Result<String, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let mut cfg = rdkafka::ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap).set("group.id", "dhbus-health").set("log_level", "0");
+    let cfg = crate::mirror::kafka_config::consumer_config(bootstrap, "dhbus-health");
     let c: BaseConsumer = cfg.create().map_err(|e| format!("kafka client: {e}"))?;
     let md = c.fetch_metadata(None, timeout).map_err(|e| format!("broker {bootstrap} unreachable: {e}"))?;
     Ok(format!("{} broker(s), {} topic(s) at {bootstrap}", md.brokers().len(), md.topics().len()))

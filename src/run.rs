@@ -55,6 +55,9 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     let (_, http) = crate::ops::http::serve(args.metrics_listen, prometheus, readiness.clone(), shutdown.clone()).await?;
     let pool = SessionPool::connect(config).await?;
     readiness.set("deephaven", true, "session pool connected");
+    if components.contains(&Component::Mirror) {
+        restore_if_lost(&pool, &args, &names).await?;
+    }
     crate::bootstrap::bootstrap(&pool.session().await, &names).await?;
     readiness.set("tables", true, "canonical tables present");
     tokio::spawn(watch_deephaven(pool.clone(), names.messages.clone(), readiness.clone(), shutdown.clone()));
@@ -125,6 +128,47 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     result
 }
 
+/// A Deephaven that restarted has lost its in-memory tables. When the mirror
+/// is on and `agent_messages` is missing, the tables are rebuilt from Kafka
+/// before anything else runs (so the bus restores its state from them and the
+/// mirror never sees an empty table it would mirror as deletions).
+async fn restore_if_lost(pool: &SessionPool, args: &RunArgs, names: &crate::schema::TableNames) -> Result<(), RunError> {
+    let session = pool.session().await;
+    match crate::deephaven::TableHandle::open(&session, &names.messages).await {
+        Ok(_) => return Ok(()),
+        Err(crate::deephaven::DeephavenError::TableNotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (Some(bootstrap), Some(base)) = (args.kafka.bootstrap.clone(), args.kafka.mirror_topic.clone()) else { return Ok(()) };
+    let topics = MirrorTopics::new(&base)?;
+    let exists = {
+        let (b, t) = (bootstrap.clone(), topics.messages.clone());
+        tokio::task::spawn_blocking(move || crate::mirror::readback::open(&b, &t, &crate::mirror::readback::StartAt::Earliest).is_ok())
+            .await
+            .unwrap_or(false)
+    };
+    if !exists {
+        tracing::info!("no mirror topics yet: a new stack, nothing to restore");
+        return Ok(());
+    }
+    tracing::warn!(table = %names.messages, "tables missing but the Kafka mirror exists: restoring from Kafka before starting");
+    let plan = crate::mirror::replay::ReplayPlan {
+        bootstrap,
+        topics,
+        start: Default::default(),
+        tables: vec![crate::mirror::codec::MirrorTable::Messages, crate::mirror::codec::MirrorTable::Events],
+        names: names.clone(),
+        dry_run: false,
+        skip_corrupt: None,
+        progress_bar: false,
+    };
+    let summary = crate::mirror::replay::replay(&session, plan).await?;
+    for (table, s) in &summary.tables {
+        tracing::info!(table, rows = s.rows, records = s.records_read, checksum = %s.checksum, "restored from Kafka");
+    }
+    Ok(())
+}
+
 /// Keeps `/readyz` honest about Deephaven: an authenticated call and a table
 /// look-up every 2 s (a restarted server has lost its tables).
 async fn watch_deephaven(pool: SessionPool, table: String, readiness: Readiness, shutdown: CancellationToken) {
@@ -158,8 +202,8 @@ async fn watch_deephaven(pool: SessionPool, table: String, readiness: Readiness,
 /// Keeps `/readyz` honest about Kafka: broker metadata every 2 s.
 async fn watch_kafka(bootstrap: String, readiness: Readiness, shutdown: CancellationToken) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let mut cfg = rdkafka::ClientConfig::new();
-    cfg.set("bootstrap.servers", &bootstrap).set("group.id", "dhbus-readiness");
+    // The same settings as the mirror (DHBUS_KAFKA_* included: security, SASL).
+    let cfg = crate::mirror::kafka_config::consumer_config(&bootstrap, "dhbus-readiness");
     let client: BaseConsumer = match cfg.create() {
         Ok(c) => c,
         Err(e) => {

@@ -164,6 +164,14 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
                 let live = reconcile_snapshot(&sink, &topic, &encoder, table, &delta.added, &mut mirrored, &ack_tx).await?;
                 if table == MirrorTable::Messages {
                     let gone: Vec<String> = mirrored.iter().filter(|(k, v)| v.is_some() && !live.contains_key(*k)).map(|(k, _)| k.clone()).collect();
+                    // An empty table facing a populated topic is a Deephaven that lost its
+                    // tables (restart), not an operator deleting every message: never
+                    // tombstone the durable copy for that. Restore with `dhbus replay`.
+                    if live.is_empty() && !gone.is_empty() {
+                        tracing::error!(table = %table, kafka_rows = gone.len(), "table is empty but Kafka holds rows; not mirroring them as deletions (restore with `dhbus replay`)");
+                        metrics::counter!("dhbus_errors_total", "kind" => "mirror_refused_mass_delete").increment(1);
+                        continue;
+                    }
                     for key in gone {
                         let rec = encoder.tombstone(&key);
                         send(&sink, &topic, rec, None, &ack_tx).await?;
