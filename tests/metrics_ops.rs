@@ -100,7 +100,8 @@ async fn agent_metrics_equal_an_independent_computation_and_metrics_endpoint_cou
     let names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&ns));
     let session = Session::connect(common::dh_config()).await.unwrap();
     let events_table = TableHandle::open(&session, &names.events).await.unwrap();
-    let old = dhbus::bus::clock::now_ns() - 3_600_000_000_000 + 123;
+    // Ten minutes late: well inside the roll-up's one-hour lateness horizon.
+    let old = dhbus::bus::clock::now_ns() - 600_000_000_000 + 123;
     let late: Vec<Event> = (0..5)
         .map(|i| Event {
             event_id: format!("late-{i}"),

@@ -45,6 +45,9 @@ pub struct TableDelta {
     pub modified: RecordBatch,
     /// Per column, whether the update modified it in any row.
     pub modified_columns: Vec<bool>,
+    /// False for a chunk of an initial snapshot that more chunks will follow;
+    /// the subscription merges chunks so its users see one complete snapshot.
+    pub snapshot_complete: bool,
 }
 
 /// Where a cell's value lives: a chunk of the column and a row in it.
@@ -167,6 +170,7 @@ impl TableState {
             return Err(BarrageError::Poisoned);
         }
         let BarrageUpdate { mut meta, added, modified } = update;
+        let mut snapshot_total: Option<u64> = None;
         if let Some(included) = meta.added_rows_included.take() {
             if included != meta.added_rows {
                 // A large initial snapshot arrives in chunks: each message says which
@@ -174,6 +178,7 @@ impl TableState {
                 if !meta.is_snapshot {
                     return Err(BarrageError::Unsupported("added_rows_included differs from added_rows outside a snapshot (viewport)".into()));
                 }
+                snapshot_total = Some(meta.added_rows.len());
                 meta.added_rows = included;
             }
         }
@@ -224,6 +229,8 @@ impl TableState {
             modified_keys,
             modified,
             modified_columns: modified_rows.iter().map(|r| !r.is_empty()).collect(),
+            // A fresh subscription holds only snapshot rows: it is complete once it has them all.
+            snapshot_complete: snapshot_total.is_none_or(|total| self.index.len() as u64 >= total),
         })
     }
 
@@ -704,6 +711,7 @@ mod tests {
             let rows: Vec<Row> = chunk.iter().map(|k| row(*k as i64)).collect();
             let d = table.apply(update(meta, &rows, [&[], &[]])).unwrap();
             assert_eq!(d.added_keys, chunk.to_vec());
+            assert_eq!(d.snapshot_complete, chunk.contains(&4), "complete only with the last chunk");
         }
         assert_eq!(table.len(), 4);
     }

@@ -122,6 +122,7 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let _keep_open = req_tx;
+        let mut pending_snapshot: Vec<TableDelta> = Vec::new();
         while let Some(msg) = inbound.next().await {
             let msg = match msg {
                 Ok(m) => m,
@@ -139,6 +140,18 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
                 }
             };
             let delta = task_state.lock().unwrap_or_else(|p| p.into_inner()).apply(update).map_err(DeephavenError::from);
+            // Chunks of an initial snapshot are merged: users see one complete snapshot.
+            let delta = match delta {
+                Ok(d) if d.is_snapshot && !d.snapshot_complete => {
+                    pending_snapshot.push(d);
+                    continue;
+                }
+                Ok(d) if !pending_snapshot.is_empty() => {
+                    pending_snapshot.push(d);
+                    merge_snapshot(std::mem::take(&mut pending_snapshot))
+                }
+                other => other,
+            };
             let failed = delta.is_err();
             if tx.send(delta).await.is_err() || failed {
                 return;
@@ -147,4 +160,20 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
         let _ = tx.send(Err(DeephavenError::Connection { endpoint: session.endpoint(), message: "subscription stream ended".into() })).await;
     });
     Ok(Subscription { rx, schema, task, state })
+}
+
+/// One snapshot delta from the deltas of its chunks (only adds: snapshots remove and modify nothing).
+fn merge_snapshot(chunks: Vec<TableDelta>) -> Result<TableDelta> {
+    let mut it = chunks.into_iter();
+    let Some(mut first) = it.next() else { return Err(DeephavenError::Protocol("empty snapshot".into())) };
+    let schema = first.added.schema();
+    let mut batches = vec![first.added.clone()];
+    for c in it {
+        first.added_keys.extend(c.added_keys);
+        batches.push(c.added);
+    }
+    first.added = arrow::compute::concat_batches(&schema, &batches)?;
+    first.is_snapshot = true;
+    first.snapshot_complete = true;
+    Ok(first)
 }
