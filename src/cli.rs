@@ -279,18 +279,17 @@ pub async fn consume(a: ConsumeArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         idle_since = std::time::Instant::now();
-        // Settle the whole claimed batch concurrently: the bus group-commits them together.
-        let settles = got.iter().map(|m| {
+        // Settle the whole claimed batch at once: the bus group-commits it.
+        if a.ack {
+            let r = bus.ack_batch(got.iter().map(DeephavenBus::lease_of).collect()).await?;
+            if let Some(f) = r.failed.first() {
+                anyhow::bail!("ack of {} refused: {}", f.message_id, f.error);
+            }
+        }
+        let settles = got.iter().filter(|_| !a.ack).map(|m| {
             let lease_ref = DeephavenBus::lease_of(m);
             let bus = bus.clone();
-            let ack = a.ack;
-            async move {
-                if ack {
-                    bus.ack(lease_ref, "").await
-                } else {
-                    bus.nack(lease_ref, Duration::ZERO, "dhbus consume --nack").await.map(|_| ())
-                }
-            }
+            async move { bus.nack(lease_ref, Duration::ZERO, "dhbus consume --nack").await.map(|_| ()) }
         });
         for r in futures::future::join_all(settles).await {
             r?;

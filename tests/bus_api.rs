@@ -65,6 +65,18 @@ async fn api_validates_fences_adopts_and_is_injection_proof() {
     assert!(err.to_string().contains("stale"), "{err}");
     bus.ack(DeephavenBus::lease_of(&extended), r#"{"tokens": 12}"#).await.unwrap();
 
+    // AckBatch judges each lease on its own: a stale one is reported, the others acked.
+    bus.publish((0..3).map(|_| msg("batch", "{}")).collect()).await.unwrap();
+    let got = bus.claim("batch", None, "a9", 3, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let mut leases: Vec<_> = got.iter().map(DeephavenBus::lease_of).collect();
+    leases[1].lease_epoch -= 1;
+    let r = bus.ack_batch(leases).await.unwrap();
+    assert_eq!(r.acked.len(), 2);
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].message_id, got[1].message_id);
+    assert_eq!(r.failed[0].code, Code::FailedPrecondition as i32);
+
     // Injection attempts in topics are stored verbatim and match only themselves.
     let evil = r#"x" || true || "y"#;
     bus.publish(vec![msg(evil, "{}"), msg("x", "{}")]).await.unwrap();

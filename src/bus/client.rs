@@ -126,6 +126,13 @@ impl DeephavenBus {
         Ok(())
     }
 
+    /// Acknowledges many leases in one call; returns the acked messages and the refusals.
+    pub async fn ack_batch(&self, leases: Vec<LeaseRef>) -> Result<AckBatchResponse, ClientError> {
+        let acks = leases.into_iter().map(|l| SettleRequest { lease: Some(l), details_json: String::new() }).collect();
+        let r = self.client.clone().ack_batch(self.req(AckBatchRequest { acks })).await;
+        Ok(r.map_err(|status| ClientError::Refused { op: "ack-batch", status })?.into_inner())
+    }
+
     /// Negative acknowledgement: claimable again after `delay` (or dead-lettered past the retry limit).
     pub async fn nack(&self, lease: LeaseRef, delay: Duration, reason: &str) -> Result<Message, ClientError> {
         let req = NackRequest { lease: Some(lease), delay_ms: delay.as_millis() as i64, reason: reason.to_string(), details_json: String::new() };

@@ -19,6 +19,8 @@ pub enum Command {
     Extend(pb::ExtendRequest, Reply<pb::LeaseResponse>),
     /// Done.
     Ack(pb::SettleRequest, Reply<pb::SettleResponse>),
+    /// Many acks in one call.
+    AckBatch(pb::AckBatchRequest, Reply<pb::AckBatchResponse>),
     /// Failed; retry later or dead-letter.
     Nack(pb::NackRequest, Reply<pb::SettleResponse>),
     /// Give the lease back.

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::clock::now_ns;
 use super::command::{Command, Reply};
@@ -264,6 +264,23 @@ impl Sequencer {
                 let Some(l) = req.lease else { return bad(reply, "lease", "required") };
                 let r = self.st.ack(now, &l.message_id, &l.agent_id, l.lease_epoch, &req.details_json, &mut self.pending);
                 self.settle(reply, r.map(|m| pb::SettleResponse { message: Some(to_proto(&m)) }));
+            }
+            Command::AckBatch(req, reply) => {
+                let mut resp = pb::AckBatchResponse::default();
+                for a in req.acks {
+                    let Some(l) = a.lease else {
+                        resp.failed.push(pb::SettleFailure { message_id: String::new(), code: Code::InvalidArgument as i32, error: "lease: required".into() });
+                        continue;
+                    };
+                    match self.st.ack(now, &l.message_id, &l.agent_id, l.lease_epoch, &a.details_json, &mut self.pending) {
+                        Ok(m) => resp.acked.push(to_proto(&m)),
+                        Err(e) => {
+                            let st = status_of(e);
+                            resp.failed.push(pb::SettleFailure { message_id: l.message_id, code: st.code() as i32, error: st.message().to_string() });
+                        }
+                    }
+                }
+                self.replies.push(defer(reply, resp));
             }
             Command::Nack(req, reply) => {
                 let Some(l) = req.lease else { return bad(reply, "lease", "required") };

@@ -68,6 +68,10 @@ impl Bus for BusService {
         self.check_auth(&req)?;
         self.call(|r| Command::Ack(req.into_inner(), r)).await
     }
+    async fn ack_batch(&self, req: Request<pb::AckBatchRequest>) -> Result<Response<pb::AckBatchResponse>, Status> {
+        self.check_auth(&req)?;
+        self.call(|r| Command::AckBatch(req.into_inner(), r)).await
+    }
     async fn nack(&self, req: Request<pb::NackRequest>) -> Result<Response<pb::SettleResponse>, Status> {
         self.check_auth(&req)?;
         self.call(|r| Command::Nack(req.into_inner(), r)).await
