@@ -1,7 +1,8 @@
 //! Mirror and replay benchmarks, each beside Deephaven's own Kafka connector
 //! in the same run and against the same broker:
-//! - mirror throughput (rows/s) and lag p50/p99 on `agent_messages` receiving
-//!   sustained writes, vs `deephaven.stream.kafka.produce` publishing the same table;
+//! - mirror lag p50/p99 on `agent_messages` receiving a sustained 20,000 rows/s;
+//! - mirror throughput (rows/s) at saturation, vs `deephaven.stream.kafka.produce`
+//!   publishing a copy of the table under the same writes (ratio);
 //! - replay of 1,000,000 messages from Kafka into Deephaven, vs
 //!   `deephaven.stream.kafka.consume` reading the same topic.
 
@@ -13,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use dhbus::deephaven::{Console, InputTable, SessionPool, TableHandle};
 use dhbus::mirror::codec::{rows_to_batch, MessageRow, MirrorTable, RecordEncoder, Row};
-use dhbus::mirror::readback::{read_all, StartAt};
 use dhbus::mirror::replay::{replay, ReplayPlan};
 use dhbus::mirror::topics::{ensure_topics, MirrorTopics};
 use dhbus::schema::TableNames;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn row(i: usize, version: i64) -> Row {
@@ -49,8 +50,45 @@ fn prom_value(text: &str, prefix: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
-fn count_records(bootstrap: &str, topic: &str) -> u64 {
-    read_all(bootstrap, topic, &StartAt::Earliest, Duration::from_millis(300), |_| Ok(())).unwrap_or(0)
+/// Records Kafka holds on `topic` (sum over partitions of high - low watermark).
+fn topic_count(consumer: &BaseConsumer, topic: &str) -> u64 {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()).unwrap_or_default();
+    parts
+        .into_iter()
+        .map(|p| {
+            let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+            (hi - lo).max(0) as u64
+        })
+        .sum()
+}
+
+/// Polls the topic's record count until it reaches `want` (10 minutes at most).
+async fn wait_count(bootstrap: &str, topic: &str, want: u64, what: &str) {
+    let consumer: BaseConsumer = dhbus::mirror::kafka_config::consumer_config(bootstrap, "dhbus-bench-count").create().unwrap();
+    let t = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let n = topic_count(&consumer, topic);
+        if n >= want {
+            return;
+        }
+        if last_print.elapsed() > Duration::from_secs(2) {
+            last_print = Instant::now();
+            common::progress(&format!("{what}: {n}/{want} records in Kafka"));
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "{what}: only {n}/{want} records after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `total` new rows (ids from `first`) in batches of 10,000, as fast as Deephaven takes them.
+async fn write_fast(input: &InputTable, first: usize, total: usize) {
+    for b in 0..total / 10_000 {
+        let lo = first + b * 10_000;
+        let rows: Vec<Row> = (lo..lo + 10_000).map(|i| row(i, 1)).collect();
+        input.add(vec![rows_to_batch(MirrorTable::Messages, &rows).unwrap()]).await.unwrap();
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -66,59 +104,69 @@ async fn main() {
     let topics = MirrorTopics::new(&ns).unwrap();
     let cfg = dhbus::mirror::service::MirrorConfig { bootstrap: bootstrap.clone(), topics: topics.clone(), partitions: 3, tables: names.clone() };
     let stop = tokio_util::sync::CancellationToken::new();
-    let mirror = tokio::spawn(dhbus::mirror::service::run(pool.clone(), cfg, Default::default(), Default::default(), stop.clone()));
+    let mirror = tokio::spawn(dhbus::mirror::service::run(pool.clone(), cfg, None, Default::default(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // 1. dhbus mirror: 500,000 rows written in batches of 10,000, mirrored as they land.
-    let total = 500_000usize;
     let input = InputTable::new(TableHandle::open(&session, &names.messages).await.unwrap(), vec!["message_id".into()]);
-    let t = Instant::now();
-    for b in 0..total / 10_000 {
-        let rows: Vec<Row> = (b * 10_000..(b + 1) * 10_000).map(|i| row(i, 1)).collect();
+
+    // 1. Lag under a sustained load below saturation: 20,000 rows/s offered
+    //    (1,000 rows every 50 ms) for 15 s. Lag = the row's commit stamp
+    //    (`updated_ts`, set just before the write) to Kafka's acknowledgement.
+    let (rate_batch, tick, ticks) = (1_000usize, Duration::from_millis(50), 300usize);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for b in 0..ticks {
+        interval.tick().await;
+        let rows: Vec<Row> = (b * rate_batch..(b + 1) * rate_batch).map(|i| row(i, 1)).collect();
         input.add(vec![rows_to_batch(MirrorTable::Messages, &rows).unwrap()]).await.unwrap();
-    }
-    let write_s = t.elapsed().as_secs_f64();
-    loop {
-        let text = prom.render();
-        let done = prom_value(&text, "dhbus_mirror_records_total{table=\"agent_messages\"}").unwrap_or(0.0) as usize;
-        if done >= total {
-            break;
+        if b % 40 == 39 {
+            common::progress(&format!("lag phase: {} rows written", (b + 1) * rate_batch));
         }
-        common::progress(&format!("mirror: {done}/{total} acknowledged"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mirror_s = t.elapsed().as_secs_f64();
+    let sustained = ticks * rate_batch;
+    wait_count(&bootstrap, &topics.messages, sustained as u64, "mirror (lag phase)").await;
     let text = prom.render();
     let p50 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.5\"}").unwrap_or(f64::NAN);
     let p99 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.99\"}").unwrap_or(f64::NAN);
+    println!("dhbus mirror lag at a sustained {} rows/s: p50 {:.0} ms, p99 {:.0} ms ({sustained} rows)", rate_batch as f64 / tick.as_secs_f64(), p50 * 1e3, p99 * 1e3);
+
+    // 2. Throughput at saturation: 500,000 new rows written as fast as
+    //    Deephaven takes them (batches of 10,000); timed from the first write
+    //    until Kafka holds every record.
+    let total = 500_000usize;
+    let t = Instant::now();
+    write_fast(&input, sustained, total).await;
+    let write_s = t.elapsed().as_secs_f64();
+    wait_count(&bootstrap, &topics.messages, (sustained + total) as u64, "mirror").await;
+    let mirror_s = t.elapsed().as_secs_f64();
     let mirror_rate = total as f64 / mirror_s;
-    println!("dhbus mirror: {mirror_rate:.0} rows/s ({total} rows written in {write_s:.1} s, all acknowledged by Kafka after {mirror_s:.1} s); lag p50 {:.0} ms, p99 {:.0} ms", p50 * 1e3, p99 * 1e3);
+    println!("dhbus mirror: {mirror_rate:.0} rows/s ({total} rows written in {write_s:.1} s, all in Kafka after {mirror_s:.1} s)");
     stop.cancel();
     let _ = mirror.await;
 
-    // 2. Deephaven's own producer publishing the same table (JSON values) to the same broker.
-    let dh_topic = format!("{ns}.dh_producer");
-    let admin_topics = MirrorTopics { messages: dh_topic.clone(), events: format!("{ns}.dh_unused") };
+    // 3. Deephaven's own producer (JSON values) mirroring a fresh copy of the
+    //    table to the same broker under the same writes, timed the same way.
+    let dh_ns = common::unique("mp");
+    let dh_names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&dh_ns));
+    dhbus::bootstrap::bootstrap(&session, &dh_names).await.unwrap();
+    let dh_topic = format!("{dh_ns}.dh_producer");
+    let admin_topics = MirrorTopics { messages: dh_topic.clone(), events: format!("{dh_ns}.dh_unused") };
     ensure_topics(&bootstrap, &admin_topics, 3).await.unwrap();
     let console = Console::start(&session).await.unwrap();
     let script = format!(
-        "from deephaven.stream.kafka import producer as kp\nimport time\n_t = {table}\n_start = time.time()\n_cancel = kp.produce(_t, {{'bootstrap.servers': {bs}}}, {topic}, key_spec=kp.simple_spec('message_id'), value_spec=kp.json_spec())\n",
-        table = names.messages,
+        "from deephaven.stream.kafka import producer as kp\n_cancel = kp.produce({table}, {{'bootstrap.servers': {bs}, 'acks': 'all', 'enable.idempotence': 'true'}}, {topic}, key_spec=kp.simple_spec('message_id'), value_spec=kp.json_spec())\n",
+        table = dh_names.messages,
         bs = serde_json::to_string(&bootstrap).unwrap(),
         topic = serde_json::to_string(&dh_topic).unwrap(),
     );
-    let t = Instant::now();
     console.run(&script).await.unwrap();
-    let mut seen = 0;
-    while seen < total as u64 {
-        seen = count_records(&bootstrap, &dh_topic);
-        common::progress(&format!("deephaven producer: {seen}/{total}"));
-        assert!(t.elapsed() < Duration::from_secs(600), "deephaven producer too slow");
-    }
+    let dh_input = InputTable::new(TableHandle::open(&session, &dh_names.messages).await.unwrap(), vec!["message_id".into()]);
+    let t = Instant::now();
+    write_fast(&dh_input, 0, total).await;
+    wait_count(&bootstrap, &dh_topic, total as u64, "deephaven producer").await;
     let dh_rate = total as f64 / t.elapsed().as_secs_f64();
     console.run("_cancel()").await.unwrap();
-    println!("deephaven.stream.kafka.produce: {dh_rate:.0} rows/s (same table, same broker; time includes counting the topic)");
-    println!("mirror / deephaven producer ratio: {:.2}", mirror_rate / dh_rate);
+    println!("deephaven.stream.kafka.produce: {dh_rate:.0} rows/s (same writes, same broker, same clock)");
+    println!("mirror / deephaven producer throughput ratio: {:.2}", mirror_rate / dh_rate);
 
     // 3. Replay 1,000,000 messages into a fresh set of tables.
     let replay_ns = common::unique("rb");

@@ -71,7 +71,7 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
         readiness.require("kafka");
         tokio::spawn(watch_kafka(bootstrap.clone(), readiness.clone(), shutdown.clone()));
         let cfg = MirrorConfig { bootstrap, topics: MirrorTopics::new(&base)?, partitions: args.kafka.partitions, tables: names.clone() };
-        let (pool, durable, ready, stop) = (pool.clone(), durable.clone(), readiness.clone(), shutdown.clone());
+        let (pool, durable, ready, stop) = (pool.clone(), args.durable_acks.then(|| durable.clone()), readiness.clone(), shutdown.clone());
         tasks.spawn(async move {
             crate::mirror::service::run(pool, cfg, durable, ready, stop).await;
             Ok(())

@@ -153,3 +153,78 @@ async fn large_snapshot_arrives_in_chunks_and_equals_doget() {
     converge("big after upserts", &mut sub, &table).await;
     session.close().await.unwrap();
 }
+
+/// Rows of `batch` keyed by `id`, each rendered as text (all columns).
+fn keyed_rows(batch: &RecordBatch) -> Vec<(String, String)> {
+    let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    (0..batch.num_rows())
+        .map(|i| {
+            let text: Vec<String> = batch.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, i).unwrap()).collect();
+            (ids.value(i).to_string(), text.join("|"))
+        })
+        .collect()
+}
+
+/// A ticking table large enough that the server grows the subscription over
+/// several cycles (`BarrageMessageProducer.subscriptionGrowthEnabled`, on by
+/// default): the first delta is still one complete snapshot, and folding it
+/// with the later deltas gives the table exactly (what the mirror relies on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_subscription_of_a_ticking_table_folds_to_doget() {
+    let session = Session::connect(common::dh_config()).await.unwrap();
+    let name = common::unique_name("grow");
+    let table = create_input_table(&session, &name, &schema(), InputKind::Keyed(vec!["id".into()])).await.unwrap();
+    let input = InputTable::new(table.clone(), vec!["id".into()]);
+    let mut rng = StdRng::seed_from_u64(99);
+    input.add(vec![random_rows(&mut rng, 60_000, 100_000)]).await.unwrap();
+    // Keep writing while the subscription grows.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (w_input, w_stop) = (input.clone(), stop.clone());
+    let writer = tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(7);
+        while !w_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            w_input.add(vec![random_rows(&mut rng, 200, 100_000)]).await.unwrap();
+            let doomed = random_rows(&mut rng, 50, 100_000);
+            let keys = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)])), vec![doomed.column(0).clone()]).unwrap();
+            w_input.delete(keys).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sub = subscribe(&table, SubscribeOptions { min_update_interval_ms: 20, ..SubscribeOptions::default() }).await.unwrap();
+    let mut folded = std::collections::HashMap::new();
+    let first = sub.next().await.unwrap().unwrap();
+    assert!(first.is_snapshot, "the first delta is the snapshot");
+    assert!(first.added.num_rows() > 40_000, "the whole table in one snapshot, got {} rows", first.added.num_rows());
+    let pieces = sub.initial_messages();
+    assert!(pieces > 1, "the server grew the subscription over several messages (got {pieces})");
+    folded.extend(keyed_rows(&first.added));
+    let fold = |folded: &mut std::collections::HashMap<String, String>, d: &dhbus::deephaven::barrage::TableDelta| {
+        assert!(!d.is_snapshot, "only the first delta is a snapshot");
+        for (k, _) in keyed_rows(&d.removed) {
+            assert!(folded.remove(&k).is_some(), "removed {k} was never added");
+        }
+        folded.extend(keyed_rows(&d.added));
+        folded.extend(keyed_rows(&d.modified));
+    };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            fold(&mut folded, &d.unwrap());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            fold(&mut folded, &d.unwrap());
+        }
+        let want: std::collections::HashMap<String, String> = keyed_rows(&table.snapshot().await.unwrap()).into_iter().collect();
+        if want == folded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deltas fold to {} rows, DoGet has {}", folded.len(), want.len());
+    }
+    session.close().await.unwrap();
+}

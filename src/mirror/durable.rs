@@ -36,6 +36,27 @@ impl DurableAcks {
     /// Records that Kafka acknowledged `version` of `message_id`.
     pub fn acked(&self, message_id: &str, version: i64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.acked_one(message_id, version);
+    }
+
+    /// Records a batch of acknowledgements under one lock.
+    pub fn acked_many(&self, acked: impl IntoIterator<Item = (String, i64)>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, v) in acked {
+            g.acked_one(&id, v);
+        }
+    }
+
+    /// Forgets a message id that was deleted (keeps memory bounded by live rows).
+    pub fn forget(&self, message_id: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.acked.remove(message_id);
+    }
+}
+
+impl Inner {
+    fn acked_one(&mut self, message_id: &str, version: i64) {
+        let g = self;
         let e = g.acked.entry(message_id.to_string()).or_insert(i64::MIN);
         *e = (*e).max(version);
         if let Some(ws) = g.waiters.get_mut(message_id) {
@@ -53,12 +74,6 @@ impl DurableAcks {
                 g.waiters.insert(message_id.to_string(), keep);
             }
         }
-    }
-
-    /// Forgets a message id that was deleted (keeps memory bounded by live rows).
-    pub fn forget(&self, message_id: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.acked.remove(message_id);
     }
 }
 

@@ -36,7 +36,8 @@ pub struct RawRecord {
 }
 
 /// A consumer assigned to every partition of `topic` at `start`. Returns the
-/// consumer and the partitions with their high watermarks at assignment.
+/// consumer and, per partition, the high watermark at assignment (0 where
+/// there is nothing to read from the start position).
 pub fn open(bootstrap: &str, topic: &str, start: &StartAt) -> Result<(BaseConsumer, HashMap<i32, i64>), MirrorError> {
     let group = format!("dhbus-readback-{}", uuid::Uuid::now_v7());
     let consumer = BaseConsumer::from_config(&super::kafka_config::consumer_config(bootstrap, &group)).map_err(MirrorError::kafka("create consumer"))?;
@@ -51,9 +52,11 @@ pub fn open(bootstrap: &str, topic: &str, start: &StartAt) -> Result<(BaseConsum
     }
     let mut tpl = TopicPartitionList::new();
     let mut highs = HashMap::new();
+    let mut lows = HashMap::new();
     for p in t.partitions() {
-        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map_err(MirrorError::kafka("watermarks"))?;
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map_err(MirrorError::kafka("watermarks"))?;
         highs.insert(p.id(), high);
+        lows.insert(p.id(), low);
         let off = match start {
             StartAt::Earliest => Offset::Beginning,
             StartAt::Offsets(m) => m.get(&p.id()).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning),
@@ -65,7 +68,18 @@ pub fn open(bootstrap: &str, topic: &str, start: &StartAt) -> Result<(BaseConsum
         tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10)).map_err(MirrorError::kafka("offsets for times"))?;
     }
     consumer.assign(&tpl).map_err(MirrorError::kafka("assign"))?;
-    Ok((consumer, highs))
+    // Partitions with nothing to read from where they start count as read.
+    let mut pending = HashMap::new();
+    for e in tpl.elements() {
+        let (low, high) = (lows.get(&e.partition()).copied().unwrap_or(0), highs.get(&e.partition()).copied().unwrap_or(0));
+        let empty = match e.offset() {
+            Offset::Offset(o) => o >= high,
+            Offset::End => true,
+            _ => low >= high,
+        };
+        pending.insert(e.partition(), if empty { 0 } else { high });
+    }
+    Ok((consumer, pending))
 }
 
 /// Reads `topic` from `start` until every partition has been read to its high

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Int64Array, RecordBatch};
 use backoff::backoff::Backoff;
-use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -47,13 +46,16 @@ pub struct MirrorConfig {
 type Mirrored = HashMap<String, Option<i64>>;
 
 /// Runs the mirror until `shutdown`.
-pub async fn run(pool: SessionPool, cfg: MirrorConfig, durable: DurableAcks, ready: Readiness, shutdown: CancellationToken) {
+///
+/// `durable` is set when `DHBUS_DURABLE_ACKS=1`: the mirror then reports every
+/// acknowledged message version to the bus (otherwise it keeps no such record).
+pub async fn run(pool: SessionPool, cfg: MirrorConfig, durable: Option<DurableAcks>, ready: Readiness, shutdown: CancellationToken) {
     let m = run_table(pool.clone(), cfg.clone(), MirrorTable::Messages, durable.clone(), ready.clone(), shutdown.clone());
     let e = run_table(pool, cfg, MirrorTable::Events, durable, ready, shutdown);
     tokio::join!(m, e);
 }
 
-async fn run_table(pool: SessionPool, cfg: MirrorConfig, table: MirrorTable, durable: DurableAcks, ready: Readiness, shutdown: CancellationToken) {
+async fn run_table(pool: SessionPool, cfg: MirrorConfig, table: MirrorTable, durable: Option<DurableAcks>, ready: Readiness, shutdown: CancellationToken) {
     let mut backoff = backoff::ExponentialBackoff { max_elapsed_time: None, max_interval: Duration::from_secs(10), ..Default::default() };
     loop {
         let once = mirror_once(&pool, &cfg, table, &durable, &ready);
@@ -111,7 +113,7 @@ pub async fn read_mirrored(bootstrap: &str, topic: &str) -> Result<Mirrored, Mir
     .map_err(|_| MirrorError::Shutdown)?
 }
 
-async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable, durable: &DurableAcks, ready: &Readiness) -> Result<(), MirrorError> {
+async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable, durable: &Option<DurableAcks>, ready: &Readiness) -> Result<(), MirrorError> {
     let topic = topic_of(cfg, table).to_string();
     ensure_topics(&cfg.bootstrap, &cfg.topics, cfg.partitions).await?;
     let mut mirrored = read_mirrored(&cfg.bootstrap, &topic).await?;
@@ -123,61 +125,49 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
     let mut sub = subscribe(&handle, SubscribeOptions::default()).await?;
     ready.set("mirror", true, "streaming");
 
-    // Deliveries are awaited in order on the side; the read loop never blocks on them.
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<Pending>(100_000);
-    let acks_table = table;
-    let acks_durable = durable.clone();
-    let acker = tokio::spawn(async move {
-        let mut inflight = FuturesOrdered::new();
-        loop {
-            tokio::select! {
-                p = ack_rx.recv(), if inflight.len() < 100_000 => match p {
-                    Some(p) => inflight.push_back(async move { (KafkaSink::await_delivery(p.fut).await, p.key, p.version, p.commit_ns) }),
-                    None if inflight.is_empty() => return Ok(()),
-                    None => {}
-                },
-                Some((r, key, version, commit_ns)) = inflight.next(), if !inflight.is_empty() => {
-                    if !r? {
-                        return Err(MirrorError::Config(format!("delivery of {key} failed; resubscribing")));
-                    }
-                    metrics::counter!("dhbus_mirror_records_total", "table" => acks_table.name()).increment(1);
-                    if let Some(c) = commit_ns {
-                        let lag = (crate::bus::clock::now_ns() - c).max(0) as f64 / 1e9;
-                        metrics::histogram!("dhbus_mirror_lag_seconds", "table" => acks_table.name()).record(lag);
-                    }
-                    if let (MirrorTable::Messages, Some(v)) = (acks_table, version) {
-                        acks_durable.acked(&key, v);
-                    }
-                }
-            }
-        }
-    });
+    // Deliveries are awaited in order on the side, one batch (a Barrage delta,
+    // or a slice of a large snapshot) at a time; the read loop never blocks on
+    // them. The channel is bounded in batches; librdkafka's queue bounds records.
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<Vec<Pending>>(256);
+    let mut acker = tokio::spawn(await_deliveries(table, ack_rx, durable.clone()));
+    let mut out = Outbox::new(&sink, &topic, table, ack_tx, durable.is_some());
 
     let mut first = true;
     let result: Result<(), MirrorError> = async {
-        while let Some(delta) = sub.next().await {
-            let delta = delta?;
+        loop {
+            let delta = tokio::select! {
+                d = sub.next() => match d {
+                    Some(d) => d?,
+                    None => return Err(MirrorError::Config("subscription ended".into())),
+                },
+                // A failed delivery stops the waiter: resubscribe and reconcile.
+                r = &mut acker => return Err(match r {
+                    Ok(Err(e)) => e,
+                    _ => MirrorError::Config("delivery waiter stopped".into()),
+                }),
+            };
             let received = Instant::now();
             if first || delta.is_snapshot {
                 first = false;
                 // Reconcile: rows whose version Kafka lacks, and tombstones for rows gone meanwhile.
-                let live = reconcile_snapshot(&sink, &topic, &encoder, table, &delta.added, &mut mirrored, &ack_tx).await?;
+                let live = reconcile_snapshot(&mut out, &encoder, &delta.added, &mut mirrored).await?;
                 if table == MirrorTable::Messages {
                     let gone: Vec<String> = mirrored.iter().filter(|(k, v)| v.is_some() && !live.contains_key(*k)).map(|(k, _)| k.clone()).collect();
                     // An empty table facing a populated topic is a Deephaven that lost its
                     // tables (restart), not an operator deleting every message: never
                     // tombstone the durable copy for that. Restore with `dhbus replay`.
                     if live.is_empty() && !gone.is_empty() {
+                        out.flush().await?;
                         tracing::error!(table = %table, kafka_rows = gone.len(), "table is empty but Kafka holds rows; not mirroring them as deletions (restore with `dhbus replay`)");
                         metrics::counter!("dhbus_errors_total", "kind" => "mirror_refused_mass_delete").increment(1);
                         continue;
                     }
                     for key in gone {
-                        let rec = encoder.tombstone(&key);
-                        send(&sink, &topic, rec, None, &ack_tx).await?;
+                        out.send(encoder.tombstone(&key), None).await?;
                         mirrored.insert(key, None);
                     }
                 }
+                out.flush().await?;
                 continue;
             }
             // Barrage applies removes before adds: a key removed and re-added in one
@@ -186,34 +176,110 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
                 for rec in encoder.encode_batch(&delta.removed)? {
                     let tomb = encoder.tombstone(&rec.key);
                     mirrored.insert(rec.key.clone(), None);
-                    durable.forget(&rec.key);
-                    send(&sink, &topic, tomb, None, &ack_tx).await?;
+                    if let Some(d) = durable {
+                        d.forget(&rec.key);
+                    }
+                    out.send(tomb, None).await?;
                 }
             }
             for batch in [&delta.added, &delta.modified] {
-                send_batch(&sink, &topic, &encoder, table, batch, &mut mirrored, Mode::Stream, &ack_tx).await?;
+                send_batch(&mut out, &encoder, batch, &mut mirrored, Mode::Stream).await?;
             }
+            out.flush().await?;
             metrics::histogram!("dhbus_mirror_encode_seconds").record(received.elapsed().as_secs_f64());
         }
-        Err(MirrorError::Config("subscription ended".into()))
     }
     .await;
-    drop(ack_tx);
+    drop(out);
     acker.abort();
     result
 }
 
 /// One record waiting for its delivery report.
 struct Pending {
+    /// Resolves when Kafka acknowledges (or finally refuses) the record.
     fut: rdkafka::producer::DeliveryFuture,
-    key: String,
-    version: Option<i64>,
+    /// Message id and version, kept only with durable acks (the bus waits for them).
+    durable: Option<(String, i64)>,
+    /// When the row was committed in Deephaven (for the lag metric).
     commit_ns: Option<i64>,
 }
 
-async fn send(sink: &KafkaSink, topic: &str, rec: EncodedRecord, commit_ns: Option<i64>, acks: &tokio::sync::mpsc::Sender<Pending>) -> Result<(), MirrorError> {
-    let fut = sink.send(topic, &rec).await?;
-    acks.send(Pending { fut, key: rec.key, version: rec.version, commit_ns }).await.map_err(|_| MirrorError::Shutdown)
+/// Records of one table on their way to Kafka: enqueued one by one, handed
+/// to the delivery waiter a batch at a time (one channel message and one
+/// metric update per batch rather than per record).
+struct Outbox<'a> {
+    /// The producer.
+    sink: &'a KafkaSink,
+    /// The table's topic.
+    topic: &'a str,
+    /// Which table (only messages carry durable-ack versions).
+    table: MirrorTable,
+    /// Sent, not yet handed to the waiter.
+    batch: Vec<Pending>,
+    /// To the delivery waiter.
+    acks: tokio::sync::mpsc::Sender<Vec<Pending>>,
+    /// Whether to keep message id and version for durable acks.
+    durable: bool,
+}
+
+/// Records per hand-over to the delivery waiter during large snapshots.
+const OUTBOX_SLICE: usize = 10_000;
+
+impl<'a> Outbox<'a> {
+    fn new(sink: &'a KafkaSink, topic: &'a str, table: MirrorTable, acks: tokio::sync::mpsc::Sender<Vec<Pending>>, durable: bool) -> Self {
+        Outbox { sink, topic, table, batch: Vec::new(), acks, durable }
+    }
+
+    async fn send(&mut self, rec: EncodedRecord, commit_ns: Option<i64>) -> Result<(), MirrorError> {
+        let fut = self.sink.send(self.topic, &rec).await?;
+        let durable = match (self.durable, self.table, rec.version) {
+            (true, MirrorTable::Messages, Some(v)) => Some((rec.key, v)),
+            _ => None,
+        };
+        self.batch.push(Pending { fut, durable, commit_ns });
+        if self.batch.len() >= OUTBOX_SLICE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was sent to the delivery waiter.
+    async fn flush(&mut self) -> Result<(), MirrorError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.acks.send(batch).await.map_err(|_| MirrorError::Shutdown)
+    }
+}
+
+/// Awaits delivery reports in send order: counts records, records the lag
+/// (Deephaven commit to Kafka acknowledgement) and tells durable-ack waiters.
+/// A failed delivery ends the mirror session (it resubscribes and reconciles).
+async fn await_deliveries(table: MirrorTable, mut rx: tokio::sync::mpsc::Receiver<Vec<Pending>>, durable: Option<DurableAcks>) -> Result<(), MirrorError> {
+    let records = metrics::counter!("dhbus_mirror_records_total", "table" => table.name());
+    let lag = metrics::histogram!("dhbus_mirror_lag_seconds", "table" => table.name());
+    while let Some(batch) = rx.recv().await {
+        let n = batch.len() as u64;
+        let mut acked = Vec::new();
+        for p in batch {
+            if !KafkaSink::await_delivery(p.fut).await? {
+                return Err(MirrorError::Config("a delivery failed; resubscribing to reconcile".into()));
+            }
+            if let Some(c) = p.commit_ns {
+                lag.record((crate::bus::clock::now_ns() - c).max(0) as f64 / 1e9);
+            }
+            if let Some(kv) = p.durable {
+                acked.push(kv);
+            }
+        }
+        records.increment(n);
+        if let Some(d) = &durable {
+            d.acked_many(acked);
+        }
+    }
+    Ok(())
 }
 
 /// The column that tells when a row was committed (for the lag metric).
@@ -238,17 +304,8 @@ enum Mode {
 }
 
 /// Sends the rows of `batch` that Kafka lacks (see [`Mode`]).
-#[allow(clippy::too_many_arguments)]
-async fn send_batch(
-    sink: &KafkaSink,
-    topic: &str,
-    encoder: &RecordEncoder,
-    table: MirrorTable,
-    batch: &RecordBatch,
-    mirrored: &mut Mirrored,
-    mode: Mode,
-    acks: &tokio::sync::mpsc::Sender<Pending>,
-) -> Result<(), MirrorError> {
+async fn send_batch(out: &mut Outbox<'_>, encoder: &RecordEncoder, batch: &RecordBatch, mirrored: &mut Mirrored, mode: Mode) -> Result<(), MirrorError> {
+    let table = encoder.table();
     if batch.num_rows() == 0 {
         return Ok(());
     }
@@ -268,30 +325,23 @@ async fn send_batch(
         }
         if let (MirrorTable::Messages, Mode::Reconcile, Some(h)) = (table, mode, held) {
             if v < h {
-                send(sink, topic, encoder.tombstone(&rec.key), None, acks).await?;
+                out.send(encoder.tombstone(&rec.key), None).await?;
             }
         }
         mirrored.insert(rec.key.clone(), Some(rec.version.unwrap_or(i64::MIN)));
         let commit = commits.as_ref().and_then(|c| (!c.is_null(i)).then(|| c.value(i)));
-        send(sink, topic, rec, commit, acks).await?;
+        out.send(rec, commit).await?;
     }
     Ok(())
 }
 
 /// Sends the snapshot rows Kafka lacks; returns the live keys with versions.
-async fn reconcile_snapshot(
-    sink: &KafkaSink,
-    topic: &str,
-    encoder: &RecordEncoder,
-    table: MirrorTable,
-    snapshot: &RecordBatch,
-    mirrored: &mut Mirrored,
-    acks: &tokio::sync::mpsc::Sender<Pending>,
-) -> Result<HashMap<String, Option<i64>>, MirrorError> {
+async fn reconcile_snapshot(out: &mut Outbox<'_>, encoder: &RecordEncoder, snapshot: &RecordBatch, mirrored: &mut Mirrored) -> Result<HashMap<String, Option<i64>>, MirrorError> {
+    let table = encoder.table();
     let before = mirrored.len();
     let live: HashMap<String, Option<i64>> =
         if snapshot.num_rows() == 0 { HashMap::new() } else { encoder.encode_batch(snapshot)?.into_iter().map(|r| (r.key, r.version)).collect() };
-    send_batch(sink, topic, encoder, table, snapshot, mirrored, Mode::Reconcile, acks).await?;
+    send_batch(out, encoder, snapshot, mirrored, Mode::Reconcile).await?;
     tracing::info!(table = %table, live = live.len(), newly_mirrored = mirrored.len().saturating_sub(before), "mirror reconciled snapshot");
     Ok(live)
 }

@@ -32,17 +32,19 @@ impl KafkaSink {
     /// Enqueues `rec` on `topic`. When librdkafka's bounded queue is full it
     /// waits and retries (counting the stall), which slows the reader of
     /// Barrage deltas rather than growing memory. Returns the delivery future.
+    /// The headers are built once; a record refused with QueueFull comes back
+    /// from librdkafka and is offered again as it is.
     pub async fn send(&self, topic: &str, rec: &EncodedRecord) -> Result<DeliveryFuture, MirrorError> {
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
         for (k, v) in &rec.headers {
             headers = headers.insert(Header { key: k, value: Some(v.as_slice()) });
         }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(rec.key.as_str()).headers(headers);
+        if let Some(v) = &rec.value {
+            record = record.payload(v.as_slice());
+        }
         let mut stalled: Option<Instant> = None;
         loop {
-            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(rec.key.as_str()).headers(headers.clone());
-            if let Some(v) = &rec.value {
-                record = record.payload(v.as_slice());
-            }
             match self.producer.send_result(record) {
                 Ok(fut) => {
                     if let Some(t) = stalled {
@@ -50,11 +52,12 @@ impl KafkaSink {
                     }
                     return Ok(fut);
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     if stalled.is_none() {
                         stalled = Some(Instant::now());
                         metrics::counter!("dhbus_mirror_queue_full_stalls_total").increment(1);
                     }
+                    record = back;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((e, _)) => return Err(MirrorError::Kafka { context: "enqueue", source: e }),

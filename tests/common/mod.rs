@@ -3,6 +3,8 @@
 //! loudly — they never pass by skipping.
 #![allow(dead_code)]
 
+pub mod mirror;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -206,7 +208,9 @@ impl DhbusProcess {
 
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let target = self.addr.trim_start_matches("http://").to_string();
+        // Without the bus component there is no gRPC API: wait for /metrics instead.
+        let bus = self.env.iter().find(|(k, _)| k == "DHBUS_COMPONENTS").is_none_or(|(_, v)| v.split(',').any(|c| c.trim() == "bus"));
+        let target = if bus { &self.addr } else { &self.metrics }.trim_start_matches("http://").to_string();
         loop {
             if std::net::TcpStream::connect(&target).is_ok() {
                 return;

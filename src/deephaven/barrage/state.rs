@@ -29,7 +29,8 @@ const ROWS_PER_CHUNK: usize = 256;
 /// What one update did to the table, with the affected rows' values.
 #[derive(Clone, Debug)]
 pub struct TableDelta {
-    /// True for the initial snapshot (everything arrives as added).
+    /// True for the initial snapshot (the whole table, as added rows; only
+    /// the first delta of a subscription).
     pub is_snapshot: bool,
     /// Keys of the added rows, increasing (post-update key space).
     pub added_keys: Vec<u64>,
@@ -45,8 +46,8 @@ pub struct TableDelta {
     pub modified: RecordBatch,
     /// Per column, whether the update modified it in any row.
     pub modified_columns: Vec<bool>,
-    /// False for a chunk of an initial snapshot that more chunks will follow;
-    /// the subscription merges chunks so its users see one complete snapshot.
+    /// False for a message of the initial phase that more will follow (the
+    /// delta is then empty); subscriptions pass only complete deltas on.
     pub snapshot_complete: bool,
 }
 
@@ -130,6 +131,17 @@ pub struct TableState {
     free: Vec<u32>,
     /// Set while an update is half-applied; a failure leaves it set.
     poisoned: bool,
+    /// True until the initial snapshot is complete. A large snapshot arrives
+    /// in pieces (a *growing* subscription: the server sends every key, then
+    /// the rows' values a position range at a time, interleaved with ordinary
+    /// updates), and nothing is reported to users until every row has values.
+    initial: bool,
+    /// During the initial phase, per slot: whether the row has values yet.
+    populated: Vec<bool>,
+    /// During the initial phase, how many live rows have no values yet.
+    unpopulated: usize,
+    /// Messages the initial phase took (more than one: a chunked or growing snapshot).
+    initial_messages: u64,
 }
 
 impl TableState {
@@ -138,7 +150,12 @@ impl TableState {
     pub fn new(schema: SchemaRef) -> Self {
         let schema = table_schema(&schema);
         let columns = schema.fields().iter().map(|_| Column::default()).collect();
-        TableState { schema, columns, index: BTreeMap::new(), free: Vec::new(), poisoned: false }
+        TableState { schema, columns, index: BTreeMap::new(), free: Vec::new(), poisoned: false, initial: true, populated: Vec::new(), unpopulated: 0, initial_messages: 0 }
+    }
+
+    /// How many messages the initial snapshot took (so far).
+    pub fn initial_messages(&self) -> u64 {
+        self.initial_messages
     }
 
     /// The table schema of every batch this produces.
@@ -156,8 +173,11 @@ impl TableState {
         self.index.is_empty()
     }
 
-    /// All rows in key order.
+    /// All rows in key order (an error while the initial snapshot is still arriving).
     pub fn snapshot(&self) -> Result<RecordBatch, BarrageError> {
+        if self.unpopulated > 0 {
+            return Err(BarrageError::Unsupported("the initial snapshot is still arriving".into()));
+        }
         let slots: Vec<u32> = self.index.values().copied().collect();
         self.gather_batch(&slots)
     }
@@ -169,30 +189,16 @@ impl TableState {
         if self.poisoned {
             return Err(BarrageError::Poisoned);
         }
+        if self.initial {
+            return self.apply_initial(update);
+        }
         let BarrageUpdate { mut meta, added, modified } = update;
-        let mut snapshot_total: Option<u64> = None;
         if let Some(included) = meta.added_rows_included.take() {
             if included != meta.added_rows {
-                // A large initial snapshot arrives in chunks: each message says which
-                // of the snapshot's rows it carries, and those are the rows it adds.
-                if !meta.is_snapshot {
-                    return Err(BarrageError::Unsupported("added_rows_included differs from added_rows outside a snapshot (viewport)".into()));
-                }
-                snapshot_total = Some(meta.added_rows.len());
-                meta.added_rows = included;
+                return Err(BarrageError::Unsupported("added_rows_included differs from added_rows after the initial snapshot (viewport)".into()));
             }
         }
-        let mut modified_rows = meta.modified_rows;
-        if modified_rows.is_empty() {
-            modified_rows = vec![RowSet::new(); self.columns.len()];
-        }
-        if modified_rows.len() != self.columns.len() {
-            return Err(BarrageError::LengthMismatch {
-                what: "modified column nodes",
-                expected: self.columns.len(),
-                actual: modified_rows.len(),
-            });
-        }
+        let modified_rows = self.modified_rows(meta.modified_rows)?;
         self.check_columns("added", &added, |_| meta.added_rows.len())?;
         self.check_columns("modified", &modified, |i| modified_rows[i].len())?;
 
@@ -221,7 +227,8 @@ impl TableState {
         self.compact()?;
         self.poisoned = false;
         Ok(TableDelta {
-            is_snapshot: meta.is_snapshot,
+            // Only the delta that completes the initial phase is a snapshot.
+            is_snapshot: false,
             added_keys,
             added,
             removed_keys,
@@ -229,8 +236,112 @@ impl TableState {
             modified_keys,
             modified,
             modified_columns: modified_rows.iter().map(|r| !r.is_empty()).collect(),
-            // A fresh subscription holds only snapshot rows: it is complete once it has them all.
-            snapshot_complete: snapshot_total.is_none_or(|total| self.index.len() as u64 >= total),
+            snapshot_complete: true,
+        })
+    }
+
+    /// Per-column modified rows, an empty set for each column when the
+    /// message lists none.
+    fn modified_rows(&self, rows: Vec<RowSet>) -> Result<Vec<RowSet>, BarrageError> {
+        if rows.is_empty() {
+            return Ok(vec![RowSet::new(); self.columns.len()]);
+        }
+        if rows.len() != self.columns.len() {
+            return Err(BarrageError::LengthMismatch { what: "modified column nodes", expected: self.columns.len(), actual: rows.len() });
+        }
+        Ok(rows)
+    }
+
+    /// One message of the initial phase. Removes, shifts and added keys are
+    /// in the whole table's key space; values come only for the rows in
+    /// `added_rows_included` (the snapshot piece, plus rows that moved into
+    /// the growing viewport), which overwrite what a row held. The phase ends
+    /// with a snapshot message without a viewport once every row has values:
+    /// then the whole table is reported as one snapshot delta.
+    fn apply_initial(&mut self, update: BarrageUpdate) -> Result<TableDelta, BarrageError> {
+        let BarrageUpdate { meta, added, modified } = update;
+        self.initial_messages += 1;
+        let included = meta.added_rows_included.clone().unwrap_or_else(|| meta.added_rows.clone());
+        let modified_rows = self.modified_rows(meta.modified_rows)?;
+        self.check_columns("added", &added, |_| included.len())?;
+        self.check_columns("modified", &modified, |i| modified_rows[i].len())?;
+        self.poisoned = true;
+        if self.index.is_empty() && included == meta.added_rows && meta.removed_rows.is_empty() {
+            // The common case: the whole snapshot in one message (slots in key order).
+            self.insert(&included, &added)?;
+            self.populated = vec![true; self.index.len()];
+        } else {
+            for key in meta.removed_rows.iter() {
+                let slot = self.index.remove(&key).ok_or(BarrageError::RemoveUnknownKey { key })?;
+                self.free.push(slot);
+                if !std::mem::replace(&mut self.populated[slot as usize], true) {
+                    self.unpopulated -= 1;
+                }
+            }
+            self.apply_shifts(&meta.shifts)?;
+            for key in meta.added_rows.iter() {
+                if let Entry::Vacant(entry) = self.index.entry(key) {
+                    let slot = match self.free.pop() {
+                        Some(slot) => slot,
+                        None => {
+                            let slot = u32::try_from(self.populated.len()).map_err(|_| too_large("rows"))?;
+                            self.columns.iter_mut().for_each(|c| c.cells.push(Cell::default()));
+                            self.populated.push(true);
+                            slot
+                        }
+                    };
+                    entry.insert(slot);
+                    self.populated[slot as usize] = false;
+                    self.unpopulated += 1;
+                }
+            }
+            if !included.is_empty() {
+                let chunks = self.columns.iter_mut().zip(&added).map(|(c, a)| c.push_chunk(a.clone())).collect::<Result<Vec<u32>, _>>()?;
+                for (row, key) in included.iter().enumerate() {
+                    let slot = *self.index.get(&key).ok_or(BarrageError::ModifyUnknownKey { key, column: 0 })?;
+                    for (column, &chunk) in self.columns.iter_mut().zip(&chunks) {
+                        column.cells[slot as usize] = Cell { chunk, row: row as u32 };
+                    }
+                    if !std::mem::replace(&mut self.populated[slot as usize], true) {
+                        self.unpopulated -= 1;
+                    }
+                }
+            }
+        }
+        // Rows modified inside the viewport have values already; the server
+        // re-sends the others when they enter it.
+        self.modify(&modified_rows, modified)?;
+        let complete = meta.is_snapshot && meta.effective_viewport.is_none() && self.unpopulated == 0;
+        self.poisoned = false;
+        if !complete {
+            let empty = self.batch(self.schema.fields().iter().map(|f| new_empty_array(f.data_type())).collect(), 0)?;
+            return Ok(TableDelta {
+                is_snapshot: true,
+                added_keys: Vec::new(),
+                added: empty.clone(),
+                removed_keys: Vec::new(),
+                removed: empty.clone(),
+                modified_keys: Vec::new(),
+                modified: empty,
+                modified_columns: vec![false; self.columns.len()],
+                snapshot_complete: false,
+            });
+        }
+        self.initial = false;
+        self.populated = Vec::new();
+        self.compact()?;
+        let added = self.snapshot()?;
+        let empty = added.slice(0, 0);
+        Ok(TableDelta {
+            is_snapshot: true,
+            added_keys: self.index.keys().copied().collect(),
+            added,
+            removed_keys: Vec::new(),
+            removed: empty.clone(),
+            modified_keys: Vec::new(),
+            modified: empty,
+            modified_columns: vec![false; self.columns.len()],
+            snapshot_complete: true,
         })
     }
 
@@ -668,6 +779,9 @@ mod tests {
             let mut rng = Rng(seed);
             let mut model = Model::new();
             let mut table = TableState::new(schema());
+            // The subscription's (empty) initial snapshot, then random updates.
+            let first = table.apply(update(UpdateMetadata { is_snapshot: true, ..Default::default() }, &[], [&[], &[]])).unwrap();
+            prop_assert!(first.snapshot_complete && first.is_snapshot);
             for _ in 0..steps {
                 let before = model.clone();
                 let (update, pre_images) = random_update(&mut model, &mut rng);
@@ -699,7 +813,7 @@ mod tests {
     }
 
     #[test]
-    fn chunked_snapshot_adds_the_included_rows_of_each_message() {
+    fn chunked_snapshot_is_reported_once_complete() {
         let mut table = TableState::new(schema());
         for chunk in [&[1u64, 2][..], &[3, 4][..]] {
             let meta = UpdateMetadata {
@@ -710,9 +824,78 @@ mod tests {
             };
             let rows: Vec<Row> = chunk.iter().map(|k| row(*k as i64)).collect();
             let d = table.apply(update(meta, &rows, [&[], &[]])).unwrap();
-            assert_eq!(d.added_keys, chunk.to_vec());
             assert_eq!(d.snapshot_complete, chunk.contains(&4), "complete only with the last chunk");
+            if d.snapshot_complete {
+                assert_eq!(d.added_keys, vec![1, 2, 3, 4]);
+                assert_eq!(rows_of(&d.added), (1..=4).map(row).collect::<Vec<_>>());
+            } else {
+                assert_eq!(d.added.num_rows(), 0, "nothing is reported before the snapshot is complete");
+            }
         }
         assert_eq!(table.len(), 4);
+    }
+
+    /// A growing subscription (server property subscriptionGrowthEnabled):
+    /// every key first, values a position range at a time, ordinary updates
+    /// in between that carry values only for rows inside the viewport.
+    #[test]
+    fn growing_subscription_is_one_snapshot_then_deltas() {
+        let mut table = TableState::new(schema());
+        let vp = |a: u64, b: u64| Some(RowSet::from_range(a, b).unwrap());
+        // Piece 1: keys 0..=7, values of positions 0..=2.
+        let meta = UpdateMetadata {
+            is_snapshot: true,
+            effective_viewport: vp(0, 2),
+            added_rows: keys(&[0, 1, 2, 3, 4, 5, 6, 7]),
+            added_rows_included: Some(keys(&[0, 1, 2])),
+            ..Default::default()
+        };
+        let d = table.apply(update(meta, &[row(0), row(1), row(2)], [&[], &[]])).unwrap();
+        assert!(!d.snapshot_complete);
+        // Update: key 1 removed (key 3 moves into position 2: its values come
+        // "scoped in"), key 8 added outside the viewport (no values), key 0
+        // modified inside it, key 6 modified outside it (not sent).
+        let meta = UpdateMetadata {
+            removed_rows: keys(&[1]),
+            added_rows: keys(&[8]),
+            added_rows_included: Some(keys(&[3])),
+            modified_rows: vec![keys(&[0]), keys(&[0])],
+            ..Default::default()
+        };
+        let d = table.apply(update(meta, &[row(3)], [&[(Some(100), None)], &[(None, Some("m0".into()))]])).unwrap();
+        assert!(!d.snapshot_complete);
+        // Piece 2: positions 3..=5 (keys 4, 5, 6; key 6 with its modified value).
+        let meta = UpdateMetadata {
+            is_snapshot: true,
+            effective_viewport: vp(0, 5),
+            added_rows_included: Some(keys(&[4, 5, 6])),
+            ..Default::default()
+        };
+        let d = table.apply(update(meta, &[row(4), row(5), (Some(66), None)], [&[], &[]])).unwrap();
+        assert!(!d.snapshot_complete);
+        // Final piece: no viewport, the remaining keys 7 and 8.
+        let meta = UpdateMetadata { is_snapshot: true, added_rows_included: Some(keys(&[7, 8])), ..Default::default() };
+        let d = table.apply(update(meta, &[row(7), row(8)], [&[], &[]])).unwrap();
+        assert!(d.snapshot_complete && d.is_snapshot);
+        assert_eq!(d.added_keys, vec![0, 2, 3, 4, 5, 6, 7, 8]);
+        let want: Vec<Row> = vec![(Some(100), Some("m0".into())), row(2), row(3), row(4), row(5), (Some(66), None), row(7), row(8)];
+        assert_eq!(rows_of(&d.added), want);
+        // Afterwards: ordinary deltas.
+        let meta = UpdateMetadata { added_rows: keys(&[9]), removed_rows: keys(&[2]), ..Default::default() };
+        let d = table.apply(update(meta, &[row(9)], [&[], &[]])).unwrap();
+        assert!(!d.is_snapshot && d.snapshot_complete);
+        assert_eq!((d.added_keys.clone(), d.removed_keys.clone()), (vec![9], vec![2]));
+        assert_eq!(rows_of(&d.removed), vec![row(2)]);
+        // Included rows differing from added ones are a viewport: not supported after the initial phase.
+        let meta = UpdateMetadata { added_rows: keys(&[10, 11]), added_rows_included: Some(keys(&[10])), ..Default::default() };
+        assert!(table.apply(update(meta, &[row(10)], [&[], &[]])).is_err());
+    }
+
+    #[test]
+    fn growth_that_ends_with_rows_lacking_values_is_not_complete() {
+        let mut table = TableState::new(schema());
+        let meta = UpdateMetadata { is_snapshot: true, added_rows: keys(&[0, 1]), added_rows_included: Some(keys(&[0])), ..Default::default() };
+        let d = table.apply(update(meta, &[row(0)], [&[], &[]])).unwrap();
+        assert!(!d.snapshot_complete, "key 1 has no values yet");
     }
 }

@@ -67,6 +67,12 @@ impl Subscription {
         let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         Ok(g.snapshot()?)
     }
+
+    /// How many messages the initial snapshot took: more than one when the
+    /// server sent it in chunks or grew the subscription over several cycles.
+    pub fn initial_messages(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).initial_messages()
+    }
 }
 
 impl Stream for Subscription {
@@ -122,7 +128,6 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let _keep_open = req_tx;
-        let mut pending_snapshot: Vec<TableDelta> = Vec::new();
         while let Some(msg) = inbound.next().await {
             let msg = match msg {
                 Ok(m) => m,
@@ -140,18 +145,11 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
                 }
             };
             let delta = task_state.lock().unwrap_or_else(|p| p.into_inner()).apply(update).map_err(DeephavenError::from);
-            // Chunks of an initial snapshot are merged: users see one complete snapshot.
-            let delta = match delta {
-                Ok(d) if d.is_snapshot && !d.snapshot_complete => {
-                    pending_snapshot.push(d);
-                    continue;
-                }
-                Ok(d) if !pending_snapshot.is_empty() => {
-                    pending_snapshot.push(d);
-                    merge_snapshot(std::mem::take(&mut pending_snapshot))
-                }
-                other => other,
-            };
+            // Messages of the initial phase (a chunked or growing snapshot) are
+            // applied silently: users see one complete snapshot.
+            if matches!(&delta, Ok(d) if !d.snapshot_complete) {
+                continue;
+            }
             let failed = delta.is_err();
             if tx.send(delta).await.is_err() || failed {
                 return;
@@ -160,20 +158,4 @@ pub async fn subscribe(table: &TableHandle, opts: SubscribeOptions) -> Result<Su
         let _ = tx.send(Err(DeephavenError::Connection { endpoint: session.endpoint(), message: "subscription stream ended".into() })).await;
     });
     Ok(Subscription { rx, schema, task, state })
-}
-
-/// One snapshot delta from the deltas of its chunks (only adds: snapshots remove and modify nothing).
-fn merge_snapshot(chunks: Vec<TableDelta>) -> Result<TableDelta> {
-    let mut it = chunks.into_iter();
-    let Some(mut first) = it.next() else { return Err(DeephavenError::Protocol("empty snapshot".into())) };
-    let schema = first.added.schema();
-    let mut batches = vec![first.added.clone()];
-    for c in it {
-        first.added_keys.extend(c.added_keys);
-        batches.push(c.added);
-    }
-    first.added = arrow::compute::concat_batches(&schema, &batches)?;
-    first.is_snapshot = true;
-    first.snapshot_complete = true;
-    Ok(first)
 }
