@@ -102,7 +102,7 @@ async fn main() {
     let names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&ns));
     dhbus::bootstrap::bootstrap(&session, &names).await.unwrap();
     let topics = MirrorTopics::new(&ns).unwrap();
-    let cfg = dhbus::mirror::service::MirrorConfig { bootstrap: bootstrap.clone(), topics: topics.clone(), partitions: 3, tables: names.clone() };
+    let cfg = dhbus::mirror::service::MirrorConfig::new(bootstrap.clone(), topics.clone(), 3, names.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let mirror = tokio::spawn(dhbus::mirror::service::run(pool.clone(), cfg, None, Default::default(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -207,6 +207,7 @@ async fn main() {
         dry_run: false,
         skip_corrupt: None,
         progress_bar: false,
+        ledger: None,
     };
     let t = Instant::now();
     let summary = replay(&session, plan).await.unwrap();

@@ -402,6 +402,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         skip_corrupt: a.skip_corrupt.clone(),
         progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ledger: None,
     };
     if a.follow {
         // Replays (printing nothing until stopped), then follows.

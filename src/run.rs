@@ -15,6 +15,7 @@ use crate::bus::service::BusService;
 use crate::bus::subscribe::Subscriptions;
 use crate::deephaven::SessionPool;
 use crate::mirror::durable::DurableAcks;
+use crate::mirror::ledger::KafkaLedger;
 use crate::mirror::service::MirrorConfig;
 use crate::mirror::topics::MirrorTopics;
 use crate::ops::readiness::Readiness;
@@ -55,7 +56,8 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     let (_, http) = crate::ops::http::serve(args.metrics_listen, prometheus, readiness.clone(), shutdown.clone()).await?;
     let pool = SessionPool::connect(config).await?;
     readiness.set("deephaven", true, "session pool connected");
-    if components.contains(&Component::Mirror) {
+    // (A standby's follower restores the tables itself.)
+    if components.contains(&Component::Mirror) && !components.contains(&Component::Follow) {
         restore_if_lost(&pool, &args, &names).await?;
     }
     crate::bootstrap::bootstrap(&pool.session().await, &names).await?;
@@ -63,14 +65,40 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
     tokio::spawn(watch_deephaven(pool.clone(), names.messages.clone(), readiness.clone(), shutdown.clone()));
 
     let durable = DurableAcks::default();
+    let ledger = KafkaLedger::default();
     let mut tasks = tokio::task::JoinSet::new();
+    if components.contains(&Component::Follow) {
+        let (Some(bootstrap), Some(base)) = (args.kafka.bootstrap.clone(), args.kafka.mirror_topic.clone()) else {
+            unreachable!("effective_components checked the follow settings")
+        };
+        let plan = crate::mirror::replay::ReplayPlan {
+            bootstrap,
+            topics: MirrorTopics::new(&base)?,
+            start: Default::default(),
+            tables: vec![crate::mirror::codec::MirrorTable::Messages, crate::mirror::codec::MirrorTable::Events],
+            names: names.clone(),
+            dry_run: false,
+            skip_corrupt: None,
+            progress_bar: false,
+            ledger: components.contains(&Component::Mirror).then(|| ledger.clone()),
+        };
+        let (session, stop) = (pool.session().await, shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                r = crate::mirror::follow::follow(&session, plan) => r.map_err(RunError::Mirror),
+            }
+        });
+    }
     if components.contains(&Component::Mirror) {
         let (Some(bootstrap), Some(base)) = (args.kafka.bootstrap.clone(), args.kafka.mirror_topic.clone()) else {
             unreachable!("effective_components checked the mirror settings")
         };
         readiness.require("kafka");
         tokio::spawn(watch_kafka(bootstrap.clone(), readiness.clone(), shutdown.clone()));
-        let cfg = MirrorConfig { bootstrap, topics: MirrorTopics::new(&base)?, partitions: args.kafka.partitions, tables: names.clone() };
+        let mut cfg = MirrorConfig::new(bootstrap, MirrorTopics::new(&base)?, args.kafka.partitions, names.clone());
+        cfg.ledger = ledger.clone();
+        cfg.standby = components.contains(&Component::Follow);
         let (pool, durable, ready, stop) = (pool.clone(), args.durable_acks.then(|| durable.clone()), readiness.clone(), shutdown.clone());
         tasks.spawn(async move {
             crate::mirror::service::run(pool, cfg, durable, ready, stop).await;
@@ -161,6 +189,7 @@ async fn restore_if_lost(pool: &SessionPool, args: &RunArgs, names: &crate::sche
         dry_run: false,
         skip_corrupt: None,
         progress_bar: false,
+        ledger: None,
     };
     let summary = crate::mirror::replay::replay(&session, plan).await?;
     for (table, s) in &summary.tables {

@@ -141,6 +141,10 @@ pub enum Component {
     Mirror,
     /// The agent_metrics roll-up.
     Metrics,
+    /// Warm standby: replays the mirror topics into this Deephaven, then keeps
+    /// applying new records (`dhbus replay --follow`); with `mirror` beside
+    /// it, what it applies is never sent back to Kafka. Excludes `bus`.
+    Follow,
 }
 
 /// Settings of `dhbus run`.
@@ -205,6 +209,14 @@ impl RunArgs {
                 name: "DHBUS_COMPONENTS",
                 reason: "mirror needs DEEPHAVEN_KAFKA_MIRROR_TOPIC and KAFKA_BOOTSTRAP_SERVERS".into(),
             });
+        }
+        if self.components.contains(&Component::Follow) {
+            if !mirror_ready {
+                return Err(SettingsError::Invalid { name: "DHBUS_COMPONENTS", reason: "follow needs DEEPHAVEN_KAFKA_MIRROR_TOPIC and KAFKA_BOOTSTRAP_SERVERS".into() });
+            }
+            if self.components.contains(&Component::Bus) {
+                return Err(SettingsError::Invalid { name: "DHBUS_COMPONENTS", reason: "follow (a standby fed from Kafka) cannot run with bus (which writes the tables)".into() });
+            }
         }
         if self.durable_acks && !self.components.contains(&Component::Mirror) {
             return Err(SettingsError::Invalid { name: "DHBUS_DURABLE_ACKS", reason: "needs the mirror component".into() });

@@ -110,7 +110,7 @@ async fn deephavens_own_kafka_consumer_and_avros_decoder_read_the_mirror() {
     let bootstrap = common::kafka_servers();
     let pool = SessionPool::connect(common::dh_config()).await.unwrap();
     let f = fixture(pool.session().await).await;
-    let cfg = MirrorConfig { bootstrap: bootstrap.clone(), topics: f.topics.clone(), partitions: 3, tables: f.names.clone() };
+    let cfg = MirrorConfig::new(bootstrap.clone(), f.topics.clone(), 3, f.names.clone());
     let stop = CancellationToken::new();
     let mirror = tokio::spawn(run_mirror(pool.clone(), cfg, None, Readiness::default(), stop.clone()));
     let mut rng = StdRng::seed_from_u64(11);

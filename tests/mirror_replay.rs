@@ -23,7 +23,7 @@ async fn mirror_is_exact_replay_rebuilds_a_fresh_server_and_is_idempotent() {
     let bootstrap = common::kafka_servers();
     let pool = SessionPool::connect(common::dh_config()).await.unwrap();
     let f = fixture(pool.session().await).await;
-    let cfg = MirrorConfig { bootstrap: bootstrap.clone(), topics: f.topics.clone(), partitions: 3, tables: f.names.clone() };
+    let cfg = MirrorConfig::new(bootstrap.clone(), f.topics.clone(), 3, f.names.clone());
     let stop = CancellationToken::new();
     let mirror = tokio::spawn(run_mirror(pool.clone(), cfg.clone(), None, Readiness::default(), stop.clone()));
     let mut rng = StdRng::seed_from_u64(7);
@@ -55,6 +55,7 @@ async fn mirror_is_exact_replay_rebuilds_a_fresh_server_and_is_idempotent() {
         dry_run: false,
         skip_corrupt: None,
         progress_bar: false,
+        ledger: None,
     };
     let first = replay(&session, plan.clone()).await.unwrap();
     let second = replay(&session, plan.clone()).await.unwrap();

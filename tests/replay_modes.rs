@@ -1,5 +1,6 @@
 //! Replay from a point in time, `dhbus replay --follow` feeding a warm
-//! standby (mirrored too, without echoing records back), and
+//! standby, a standby that is mirrored too (`dhbus run` with the follow and
+//! mirror components) without echoing records back, and
 //! `DHBUS_DURABLE_ACKS=1` (answers only once Kafka has the change), against
 //! real Deephaven servers and the real broker.
 
@@ -71,7 +72,7 @@ async fn replay_from_a_time_and_follow_feeds_a_mirrored_standby_without_echo() {
     let f = fixture(pool.session().await).await;
     let base = f.names.messages.strip_suffix("_agent_messages").expect("namespaced table").to_string();
     assert_eq!(MirrorTopics::new(&base).unwrap(), f.topics, "fixture topics are named after the namespace");
-    let cfg = MirrorConfig { bootstrap: bootstrap.clone(), topics: f.topics.clone(), partitions: 3, tables: f.names.clone() };
+    let cfg = MirrorConfig::new(bootstrap.clone(), f.topics.clone(), 3, f.names.clone());
     let stop = CancellationToken::new();
     let mirror = tokio::spawn(run_mirror(pool.clone(), cfg, None, Readiness::default(), stop.clone()));
     let mut rng = StdRng::seed_from_u64(21);
@@ -101,6 +102,7 @@ async fn replay_from_a_time_and_follow_feeds_a_mirrored_standby_without_echo() {
         dry_run: false,
         skip_corrupt: None,
         progress_bar: false,
+        ledger: None,
     };
     let summary = replay(&s_session, plan).await.unwrap();
     let since: u64 = next_event - events_before;
@@ -119,8 +121,9 @@ async fn replay_from_a_time_and_follow_feeds_a_mirrored_standby_without_echo() {
     let expected: HashSet<String> = (events_before + 1..=next_event).map(|i| format!("ev-{i:08}")).collect();
     assert_eq!(ids, expected, "replay --from T: the events after T");
 
-    // --follow into the standby (tables of another namespace there), then a
-    // mirror on the standby too: it must not send back what came from Kafka.
+    // `dhbus replay --follow` into the standby (tables of another namespace
+    // there), and a mirrored standby: `dhbus run` with the follow and mirror
+    // components, which must not send back what it applies from Kafka.
     let fol_ns = common::unique_name("fol");
     let fol_names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&fol_ns));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dhbus"));
@@ -134,21 +137,27 @@ async fn replay_from_a_time_and_follow_feeds_a_mirrored_standby_without_echo() {
         cmd.env(k, v);
     }
     let _follower = Follower(cmd.spawn().expect("spawn dhbus replay --follow"));
-    wait_equal(&f.session, &s_session, &f.names.messages, &fol_names.messages, MirrorTable::Messages).await;
-    wait_equal(&f.session, &s_session, &f.names.events, &fol_names.events, MirrorTable::Events).await;
+    let sby_ns = common::unique_name("sby");
+    let sby_names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&sby_ns));
     let mut extra: Vec<(String, String)> = standby.env();
     extra.extend([
-        ("DHBUS_COMPONENTS".to_string(), "mirror".to_string()),
+        ("DHBUS_COMPONENTS".to_string(), "follow,mirror".to_string()),
         ("DEEPHAVEN_KAFKA_MIRROR_TOPIC".to_string(), base.clone()),
         ("KAFKA_BOOTSTRAP_SERVERS".to_string(), bootstrap.clone()),
     ]);
     let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let standby_mirror = common::DhbusProcess::start(&fol_ns, &extra_ref);
+    let standby_mirror = common::DhbusProcess::start(&sby_ns, &extra_ref);
+    for names in [&fol_names, &sby_names] {
+        wait_equal(&f.session, &s_session, &f.names.messages, &names.messages, MirrorTable::Messages).await;
+        wait_equal(&f.session, &s_session, &f.names.events, &names.events, MirrorTable::Events).await;
+    }
 
-    // Workload C on the primary reaches the standby through Kafka.
+    // Workload C on the primary reaches both standbys through Kafka.
     workload(&f, &mut rng, 15, &mut next_event, &mut versions).await;
-    wait_equal(&f.session, &s_session, &f.names.messages, &fol_names.messages, MirrorTable::Messages).await;
-    wait_equal(&f.session, &s_session, &f.names.events, &fol_names.events, MirrorTable::Events).await;
+    for names in [&fol_names, &sby_names] {
+        wait_equal(&f.session, &s_session, &f.names.messages, &names.messages, MirrorTable::Messages).await;
+        wait_equal(&f.session, &s_session, &f.names.events, &names.events, MirrorTable::Events).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while standby_mirror.log_text().matches("mirror reconciled snapshot").count() < 2 {
         assert!(Instant::now() < deadline, "the standby's mirror never subscribed; log:\n{}", standby_mirror.log_text());

@@ -112,6 +112,11 @@ async fn follow_table(session: Session, plan: ReplayPlan, table: MirrorTable, st
                 (MirrorTable::Events, None) => {}
             }
         }
+        if let Some(l) = &plan.ledger {
+            // Noted before the write: the mirror of this standby then sees them as in Kafka.
+            l.note(table, deletes.iter().map(|k| (k.clone(), None)));
+            l.note(table, upserts.iter().map(|(k, r)| (k.clone(), Some(r.version().unwrap_or(i64::MIN)))));
+        }
         if !deletes.is_empty() {
             let schema = Arc::new(Schema::new(vec![Field::new(key, DataType::Utf8, true)]));
             input.delete(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(deletes))])?).await?;

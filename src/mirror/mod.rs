@@ -9,6 +9,7 @@ pub mod error;
 pub mod fold;
 pub mod kafka_config;
 pub mod kafka_error;
+pub mod ledger;
 pub mod readback;
 pub mod replay;
 pub mod service;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::codec::{rows_to_batch, MirrorTable, RecordDecoder, RecordEncoder, Row};
 use super::fold::Folder;
 use super::kafka_error::MirrorError;
+use super::ledger::KafkaLedger;
 use super::readback::{read_all, RawRecord, StartAt};
 use super::topics::MirrorTopics;
 use crate::deephaven::{InputTable, Session, TableHandle};
@@ -44,6 +45,9 @@ pub struct ReplayPlan {
     pub skip_corrupt: Option<std::path::PathBuf>,
     /// Show a progress bar (a terminal) or log progress lines.
     pub progress_bar: bool,
+    /// On a warm standby whose tables are mirrored too: where to note what
+    /// is written (it is in Kafka already), so the mirror does not echo it.
+    pub ledger: Option<KafkaLedger>,
 }
 
 /// Per-table outcome.
@@ -203,7 +207,7 @@ pub async fn replay_with_offsets(session: &Session, plan: ReplayPlan) -> Result<
         let Folded { folder, seen_keys, mut summary, next_offsets } = f;
         let name = name_of(&plan.names, table).to_string();
         if !plan.dry_run {
-            write_table(session, table, &name, folder, &seen_keys, &mut summary).await?;
+            write_table(session, table, &name, folder, &seen_keys, &mut summary, plan.ledger.as_ref()).await?;
         }
         offsets.insert(table, next_offsets);
         out.tables.insert(name, summary);
@@ -222,7 +226,15 @@ async fn live_keys(table: &TableHandle, key: &str) -> Result<HashSet<String>, Mi
     Ok(out)
 }
 
-async fn write_table(session: &Session, table: MirrorTable, name: &str, folder: Folder, seen: &HashSet<String>, summary: &mut TableSummary) -> Result<(), MirrorError> {
+async fn write_table(
+    session: &Session,
+    table: MirrorTable,
+    name: &str,
+    folder: Folder,
+    seen: &HashSet<String>,
+    summary: &mut TableSummary,
+    ledger: Option<&KafkaLedger>,
+) -> Result<(), MirrorError> {
     let handle = TableHandle::open(session, name).await?;
     let key = table.key_column();
     let existing = live_keys(&handle, key).await?;
@@ -232,6 +244,12 @@ async fn write_table(session: &Session, table: MirrorTable, name: &str, folder: 
     };
     let input = InputTable::new(handle.clone(), keys);
     let rows: Vec<Row> = folder.into_rows();
+    if let Some(l) = ledger {
+        // Everything replayed is in Kafka: rows at their versions, the rest tombstoned.
+        let live: HashSet<&str> = rows.iter().filter_map(Row::key).collect();
+        let tombstoned = seen.iter().filter(|k| !live.contains(k.as_str())).map(|k| (k.clone(), None));
+        l.note(table, rows.iter().filter_map(|r| Some((r.key()?.to_string(), Some(r.version().unwrap_or(i64::MIN))))).chain(tombstoned));
+    }
     // Events are append-only: only those Deephaven lacks. Messages are upserts (idempotent).
     let to_write: Vec<Row> = match table {
         MirrorTable::Events => rows.into_iter().filter(|r| r.key().is_some_and(|k| !existing.contains(k))).collect(),

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{MirrorTable, RecordDecoder, RecordEncoder, EncodedRecord};
 use super::durable::DurableAcks;
 use super::kafka_error::MirrorError;
+use super::ledger::{KafkaLedger, Mirrored};
 use super::readback::{read_all, StartAt};
 use super::sink::KafkaSink;
 use super::topics::{ensure_topics, MirrorTopics};
@@ -39,11 +40,21 @@ pub struct MirrorConfig {
     pub partitions: i32,
     /// Deephaven table names.
     pub tables: TableNames,
+    /// What Kafka holds per table (shared with a follower on a warm standby).
+    pub ledger: KafkaLedger,
+    /// True on a warm standby (`follow` runs in the same process): the table
+    /// trails Kafka, so a (re)subscription never rewinds Kafka to the table's
+    /// older versions nor tombstones rows the table does not have yet.
+    pub standby: bool,
 }
 
-/// What the mirror already holds in Kafka for one table: key → version
-/// (`None` = tombstoned / for events, present).
-type Mirrored = HashMap<String, Option<i64>>;
+impl MirrorConfig {
+    /// The settings of a primary's mirror, with an empty ledger.
+    pub fn new(bootstrap: String, topics: MirrorTopics, partitions: i32, tables: TableNames) -> MirrorConfig {
+        MirrorConfig { bootstrap, topics, partitions, tables, ledger: KafkaLedger::default(), standby: false }
+    }
+}
+
 
 /// Runs the mirror until `shutdown`.
 ///
@@ -116,8 +127,10 @@ pub async fn read_mirrored(bootstrap: &str, topic: &str) -> Result<Mirrored, Mir
 async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable, durable: &Option<DurableAcks>, ready: &Readiness) -> Result<(), MirrorError> {
     let topic = topic_of(cfg, table).to_string();
     ensure_topics(&cfg.bootstrap, &cfg.topics, cfg.partitions).await?;
-    let mut mirrored = read_mirrored(&cfg.bootstrap, &topic).await?;
-    tracing::info!(table = %table, topic, mirrored = mirrored.len(), "mirror read back what Kafka holds");
+    let read = read_mirrored(&cfg.bootstrap, &topic).await?;
+    tracing::info!(table = %table, topic, mirrored = read.len(), "mirror read back what Kafka holds");
+    cfg.ledger.replace(table, read);
+    let ledger = &cfg.ledger;
     let sink = KafkaSink::new(&cfg.bootstrap)?;
     let encoder = RecordEncoder::new(table, table_name(cfg, table)).map_err(|e| MirrorError::Config(e.to_string()))?;
     let session = pool.session().await;
@@ -150,9 +163,10 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
             if first || delta.is_snapshot {
                 first = false;
                 // Reconcile: rows whose version Kafka lacks, and tombstones for rows gone meanwhile.
-                let live = reconcile_snapshot(&mut out, &encoder, &delta.added, &mut mirrored).await?;
-                if table == MirrorTable::Messages {
-                    let gone: Vec<String> = mirrored.iter().filter(|(k, v)| v.is_some() && !live.contains_key(*k)).map(|(k, _)| k.clone()).collect();
+                let mode = if cfg.standby { Mode::Stream } else { Mode::Reconcile };
+                let live = reconcile_snapshot(&mut out, &encoder, &delta.added, ledger, mode).await?;
+                if table == MirrorTable::Messages && !cfg.standby {
+                    let gone: Vec<String> = ledger.with(table, |m| m.iter().filter(|(k, v)| v.is_some() && !live.contains_key(*k)).map(|(k, _)| k.clone()).collect());
                     // An empty table facing a populated topic is a Deephaven that lost its
                     // tables (restart), not an operator deleting every message: never
                     // tombstone the durable copy for that. Restore with `dhbus replay`.
@@ -162,9 +176,9 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
                         metrics::counter!("dhbus_errors_total", "kind" => "mirror_refused_mass_delete").increment(1);
                         continue;
                     }
+                    ledger.note(table, gone.iter().map(|k| (k.clone(), None)));
                     for key in gone {
                         out.send(encoder.tombstone(&key), None).await?;
-                        mirrored.insert(key, None);
                     }
                 }
                 out.flush().await?;
@@ -173,17 +187,27 @@ async fn mirror_once(pool: &SessionPool, cfg: &MirrorConfig, table: MirrorTable,
             // Barrage applies removes before adds: a key removed and re-added in one
             // update must end up present, so tombstones go first.
             if table == MirrorTable::Messages && delta.removed.num_rows() > 0 {
-                for rec in encoder.encode_batch(&delta.removed)? {
-                    let tomb = encoder.tombstone(&rec.key);
-                    mirrored.insert(rec.key.clone(), None);
-                    if let Some(d) = durable {
-                        d.forget(&rec.key);
+                // A key Kafka already holds as tombstoned (a standby applying a
+                // tombstone it read from Kafka) is not tombstoned again.
+                let keys: Vec<String> = encoder.encode_tombstones(&delta.removed)?.into_iter().map(|r| r.key).collect();
+                let doomed: Vec<String> = ledger.with(table, |m| {
+                    let mut doomed = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        if !matches!(m.insert(k.clone(), None), Some(None)) {
+                            doomed.push(k);
+                        }
                     }
-                    out.send(tomb, None).await?;
+                    doomed
+                });
+                for key in doomed {
+                    if let Some(d) = durable {
+                        d.forget(&key);
+                    }
+                    out.send(encoder.tombstone(&key), None).await?;
                 }
             }
             for batch in [&delta.added, &delta.modified] {
-                send_batch(&mut out, &encoder, batch, &mut mirrored, Mode::Stream).await?;
+                send_batch(&mut out, &encoder, batch, ledger, Mode::Stream).await?;
             }
             out.flush().await?;
             metrics::histogram!("dhbus_mirror_encode_seconds").record(received.elapsed().as_secs_f64());
@@ -303,45 +327,55 @@ enum Mode {
     Reconcile,
 }
 
-/// Sends the rows of `batch` that Kafka lacks (see [`Mode`]).
-async fn send_batch(out: &mut Outbox<'_>, encoder: &RecordEncoder, batch: &RecordBatch, mirrored: &mut Mirrored, mode: Mode) -> Result<(), MirrorError> {
+/// Sends the rows of `batch` that Kafka lacks (see [`Mode`]). The decisions
+/// are taken under the ledger's lock, the sends after it.
+async fn send_batch(out: &mut Outbox<'_>, encoder: &RecordEncoder, batch: &RecordBatch, ledger: &KafkaLedger, mode: Mode) -> Result<(), MirrorError> {
     let table = encoder.table();
     if batch.num_rows() == 0 {
         return Ok(());
     }
     let commits = commit_column(table, batch);
-    for (i, rec) in encoder.encode_batch(batch)?.into_iter().enumerate() {
-        let held = mirrored.get(&rec.key).copied().flatten();
-        let v = rec.version.unwrap_or(i64::MIN);
-        let already = match (table, mode, held) {
-            // Events are immutable: present once is enough.
-            (MirrorTable::Events, _, _) => mirrored.contains_key(&rec.key),
-            (MirrorTable::Messages, Mode::Stream, Some(h)) => v <= h,
-            (MirrorTable::Messages, Mode::Reconcile, Some(h)) => v == h,
-            (MirrorTable::Messages, _, None) => false,
-        };
-        if already {
-            continue;
-        }
-        if let (MirrorTable::Messages, Mode::Reconcile, Some(h)) = (table, mode, held) {
-            if v < h {
-                out.send(encoder.tombstone(&rec.key), None).await?;
+    let records = encoder.encode_batch(batch)?;
+    // (record, tombstone first, commit stamp) of the rows to send.
+    let sends: Vec<(EncodedRecord, bool, Option<i64>)> = ledger.with(table, |mirrored| {
+        let mut sends = Vec::new();
+        for (i, rec) in records.into_iter().enumerate() {
+            let held = mirrored.get(&rec.key).copied().flatten();
+            let v = rec.version.unwrap_or(i64::MIN);
+            let already = match (table, mode, held) {
+                // Events are immutable: present once is enough.
+                (MirrorTable::Events, _, _) => mirrored.contains_key(&rec.key),
+                (MirrorTable::Messages, Mode::Stream, Some(h)) => v <= h,
+                (MirrorTable::Messages, Mode::Reconcile, Some(h)) => v == h,
+                (MirrorTable::Messages, _, None) => false,
+            };
+            if already {
+                continue;
             }
+            let tombstone_first = matches!((table, mode, held), (MirrorTable::Messages, Mode::Reconcile, Some(h)) if v < h);
+            mirrored.insert(rec.key.clone(), Some(v));
+            let commit = commits.as_ref().and_then(|c| (!c.is_null(i)).then(|| c.value(i)));
+            sends.push((rec, tombstone_first, commit));
         }
-        mirrored.insert(rec.key.clone(), Some(rec.version.unwrap_or(i64::MIN)));
-        let commit = commits.as_ref().and_then(|c| (!c.is_null(i)).then(|| c.value(i)));
+        sends
+    });
+    for (rec, tombstone_first, commit) in sends {
+        if tombstone_first {
+            out.send(encoder.tombstone(&rec.key), None).await?;
+        }
         out.send(rec, commit).await?;
     }
     Ok(())
 }
 
 /// Sends the snapshot rows Kafka lacks; returns the live keys with versions.
-async fn reconcile_snapshot(out: &mut Outbox<'_>, encoder: &RecordEncoder, snapshot: &RecordBatch, mirrored: &mut Mirrored) -> Result<HashMap<String, Option<i64>>, MirrorError> {
+async fn reconcile_snapshot(out: &mut Outbox<'_>, encoder: &RecordEncoder, snapshot: &RecordBatch, ledger: &KafkaLedger, mode: Mode) -> Result<HashMap<String, Option<i64>>, MirrorError> {
     let table = encoder.table();
-    let before = mirrored.len();
+    let before = ledger.with(table, |m| m.len());
     let live: HashMap<String, Option<i64>> =
         if snapshot.num_rows() == 0 { HashMap::new() } else { encoder.encode_batch(snapshot)?.into_iter().map(|r| (r.key, r.version)).collect() };
-    send_batch(out, encoder, snapshot, mirrored, Mode::Reconcile).await?;
-    tracing::info!(table = %table, live = live.len(), newly_mirrored = mirrored.len().saturating_sub(before), "mirror reconciled snapshot");
+    send_batch(out, encoder, snapshot, ledger, mode).await?;
+    let after = ledger.with(table, |m| m.len());
+    tracing::info!(table = %table, live = live.len(), newly_mirrored = after.saturating_sub(before), "mirror reconciled snapshot");
     Ok(live)
 }
