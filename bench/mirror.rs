@@ -17,7 +17,7 @@ use dhbus::mirror::codec::{rows_to_batch, MessageRow, MirrorTable, RecordEncoder
 use dhbus::mirror::replay::{replay, ReplayPlan};
 use dhbus::mirror::topics::{ensure_topics, MirrorTopics};
 use dhbus::schema::TableNames;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use dhbus::mirror::readback::StartAt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn row(i: usize, version: i64) -> Row {
@@ -45,41 +45,83 @@ fn row(i: usize, version: i64) -> Row {
     })
 }
 
+/// Histogram buckets of the lag: every 5 ms up to 1 s, then coarser.
+fn lag_buckets() -> Vec<f64> {
+    let mut b: Vec<f64> = (1..=200).map(|i| i as f64 * 0.005).collect();
+    b.extend([2.0, 5.0, 10.0, 30.0, 60.0]);
+    b
+}
+
+/// p50, p99 (upper bucket bounds, linear within the bucket), mean and count
+/// of the mirror lag of `agent_messages` from the rendered histogram.
+fn lag_quantiles(text: &str) -> (f64, f64, f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("dhbus_mirror_lag_seconds_bucket{table=\"agent_messages\""))
+        .filter_map(|l| {
+            let le = l.split(",le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = prom_value(text, "dhbus_mirror_lag_seconds_count{table=\"agent_messages\"}").unwrap_or(f64::NAN);
+    let sum = prom_value(text, "dhbus_mirror_lag_seconds_sum{table=\"agent_messages\"}").unwrap_or(f64::NAN);
+    let q = |p: f64| {
+        let target = p * count;
+        let mut prev = (0.0, 0.0);
+        for &(le, c) in &buckets {
+            if c >= target {
+                if !le.is_finite() {
+                    return prev.0;
+                }
+                let frac = if c > prev.1 { (target - prev.1) / (c - prev.1) } else { 1.0 };
+                return prev.0 + frac * (le - prev.0);
+            }
+            prev = (le, c);
+        }
+        f64::NAN
+    };
+    (q(0.5), q(0.99), sum / count, count)
+}
+
 /// Reads a value of the Prometheus text (`name{labels}`) rendered by the recorder.
 fn prom_value(text: &str, prefix: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
-/// Records Kafka holds on `topic` (sum over partitions of high - low watermark).
-fn topic_count(consumer: &BaseConsumer, topic: &str) -> u64 {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let parts = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()).unwrap_or_default();
-    parts
-        .into_iter()
-        .map(|p| {
-            let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-            (hi - lo).max(0) as u64
-        })
-        .sum()
+/// Counts the records of `topic` with a consumer of its own from the start,
+/// in a thread started before the writes; returns when the count reaches
+/// `want` (the instant it did). Fails after 60 s without a new record.
+/// (Counted by reading: tansu's in-memory storage under-reports high watermarks.)
+fn spawn_counter(bootstrap: &str, topic: &str, want: u64, what: &'static str) -> std::thread::JoinHandle<Instant> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let (consumer, _) = dhbus::mirror::readback::open(&bootstrap, &topic, &StartAt::Earliest).unwrap();
+        let (mut n, mut last, mut printed) = (0u64, Instant::now(), Instant::now());
+        loop {
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(_)) => {
+                    n += 1;
+                    last = Instant::now();
+                    if n >= want {
+                        return last;
+                    }
+                }
+                Some(Err(e)) => panic!("{what}: reading {topic}: {e}"),
+                None => assert!(last.elapsed() < Duration::from_secs(60), "{what}: only {n}/{want} records in {topic} after 60 s without progress"),
+            }
+            if printed.elapsed() > Duration::from_secs(2) {
+                printed = Instant::now();
+                common::progress(&format!("{what}: {n}/{want} records in Kafka"));
+            }
+        }
+    })
 }
 
-/// Polls the topic's record count until it reaches `want` (10 minutes at most).
-async fn wait_count(bootstrap: &str, topic: &str, want: u64, what: &str) {
-    let consumer: BaseConsumer = dhbus::mirror::kafka_config::consumer_config(bootstrap, "dhbus-bench-count").create().unwrap();
-    let t = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let n = topic_count(&consumer, topic);
-        if n >= want {
-            return;
-        }
-        if last_print.elapsed() > Duration::from_secs(2) {
-            last_print = Instant::now();
-            common::progress(&format!("{what}: {n}/{want} records in Kafka"));
-        }
-        assert!(t.elapsed() < Duration::from_secs(600), "{what}: only {n}/{want} records after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for a counter thread without blocking the runtime.
+async fn counted(h: std::thread::JoinHandle<Instant>) -> Instant {
+    tokio::task::spawn_blocking(move || h.join().expect("counter")).await.unwrap()
 }
 
 /// Writes `total` new rows (ids from `first`) in batches of 10,000, as fast as Deephaven takes them.
@@ -94,8 +136,13 @@ async fn write_fast(input: &InputTable, first: usize, total: usize) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     common::print_machine("mirror and replay");
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     let bootstrap = common::env("KAFKA_BOOTSTRAP_SERVERS");
-    let prom = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
+    let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("dhbus_mirror_lag_seconds".into()), &lag_buckets())
+        .unwrap()
+        .install_recorder()
+        .unwrap();
     let pool = SessionPool::connect(common::dh_config()).await.unwrap();
     let session = pool.session().await;
     let ns = common::unique("mb");
@@ -112,6 +159,7 @@ async fn main() {
     //    (1,000 rows every 50 ms) for 15 s. Lag = the row's commit stamp
     //    (`updated_ts`, set just before the write) to Kafka's acknowledgement.
     let (rate_batch, tick, ticks) = (1_000usize, Duration::from_millis(50), 300usize);
+    let counter = spawn_counter(&bootstrap, &topics.messages, (ticks * rate_batch) as u64, "mirror (lag phase)");
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for b in 0..ticks {
@@ -123,21 +171,26 @@ async fn main() {
         }
     }
     let sustained = ticks * rate_batch;
-    wait_count(&bootstrap, &topics.messages, sustained as u64, "mirror (lag phase)").await;
+    counted(counter).await;
     let text = prom.render();
-    let p50 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.5\"}").unwrap_or(f64::NAN);
-    let p99 = prom_value(&text, "dhbus_mirror_lag_seconds{table=\"agent_messages\",quantile=\"0.99\"}").unwrap_or(f64::NAN);
-    println!("dhbus mirror lag at a sustained {} rows/s: p50 {:.0} ms, p99 {:.0} ms ({sustained} rows)", rate_batch as f64 / tick.as_secs_f64(), p50 * 1e3, p99 * 1e3);
+    let (p50, p99, mean, count) = lag_quantiles(&text);
+    println!(
+        "dhbus mirror lag at a sustained {} rows/s: p50 {:.0} ms, p99 {:.0} ms, mean {:.0} ms ({count} rows; from the exported histogram, 5 ms buckets)",
+        rate_batch as f64 / tick.as_secs_f64(),
+        p50 * 1e3,
+        p99 * 1e3,
+        mean * 1e3
+    );
 
     // 2. Throughput at saturation: 500,000 new rows written as fast as
     //    Deephaven takes them (batches of 10,000); timed from the first write
     //    until Kafka holds every record.
     let total = 500_000usize;
+    let counter = spawn_counter(&bootstrap, &topics.messages, (sustained + total) as u64, "mirror");
     let t = Instant::now();
     write_fast(&input, sustained, total).await;
     let write_s = t.elapsed().as_secs_f64();
-    wait_count(&bootstrap, &topics.messages, (sustained + total) as u64, "mirror").await;
-    let mirror_s = t.elapsed().as_secs_f64();
+    let mirror_s = (counted(counter).await - t).as_secs_f64();
     let mirror_rate = total as f64 / mirror_s;
     println!("dhbus mirror: {mirror_rate:.0} rows/s ({total} rows written in {write_s:.1} s, all in Kafka after {mirror_s:.1} s)");
     stop.cancel();
@@ -160,10 +213,10 @@ async fn main() {
     );
     console.run(&script).await.unwrap();
     let dh_input = InputTable::new(TableHandle::open(&session, &dh_names.messages).await.unwrap(), vec!["message_id".into()]);
+    let counter = spawn_counter(&bootstrap, &dh_topic, total as u64, "deephaven producer");
     let t = Instant::now();
     write_fast(&dh_input, 0, total).await;
-    wait_count(&bootstrap, &dh_topic, total as u64, "deephaven producer").await;
-    let dh_rate = total as f64 / t.elapsed().as_secs_f64();
+    let dh_rate = total as f64 / (counted(counter).await - t).as_secs_f64();
     console.run("_cancel()").await.unwrap();
     println!("deephaven.stream.kafka.produce: {dh_rate:.0} rows/s (same writes, same broker, same clock)");
     println!("mirror / deephaven producer throughput ratio: {:.2}", mirror_rate / dh_rate);
