@@ -84,24 +84,37 @@ async fn kill_dash_nine_loses_nothing_and_redelivers_only_after_expiry() {
     proc_.kill9();
     let killed_at = dhbus::bus::clock::now_ns();
     proc_.restart();
-    // Everything ends up done.
+    // Everything ends up done in Deephaven. (An ack the bus applied just before
+    // the kill may never have reached its consumer: such a message is done
+    // without a confirmed ack in the log; it must not be claimed again.)
+    let names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&ns));
+    let session = Session::connect(common::dh_config()).await.unwrap();
     let t = Instant::now();
-    while log.lock().unwrap().acked.len() < MESSAGES {
-        assert!(t.elapsed() < Duration::from_secs(180), "only {} of {MESSAGES} acked after the restart; log:\n{}", log.lock().unwrap().acked.len(), proc_.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = loop {
+        let snap = TableHandle::open(&session, &names.messages).await.unwrap().snapshot().await.unwrap();
+        let rows: Vec<_> = messages_from_batch(&snap).into_iter().map(Result::unwrap).collect();
+        let done = rows.iter().filter(|m| m.status.as_str() == "done").count();
+        if rows.len() == MESSAGES && done == MESSAGES {
+            break rows;
+        }
+        let acked = log.lock().unwrap().acked.len();
+        assert!(t.elapsed() < Duration::from_secs(180), "after the restart only {done} of {MESSAGES} done in Deephaven ({acked} acks confirmed); log:\n{}", proc_.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
 
     let l = log.lock().unwrap();
-    let mut redelivered = 0;
+    let (mut redelivered, mut unconfirmed) = (0, 0);
     for id in &ids {
         let claims = &l.claims[id];
-        let acked_at = l.acked[id];
-        // Nothing acked is redelivered: no claim after a confirmed ack.
-        assert!(claims.iter().all(|c| c.3 <= acked_at), "{id} was claimed again after its ack was confirmed");
+        match l.acked.get(id) {
+            // Nothing acked is redelivered: no claim after a confirmed ack.
+            Some(&acked_at) => assert!(claims.iter().all(|c| c.3 <= acked_at), "{id} was claimed again after its ack was confirmed"),
+            None => unconfirmed += 1,
+        }
         // Claims after the first are redeliveries: only once the previous lease expired.
         for w in claims.windows(2) {
             let (prev, next) = (&w[0], &w[1]);
@@ -110,13 +123,12 @@ async fn kill_dash_nine_loses_nothing_and_redelivers_only_after_expiry() {
             redelivered += 1;
         }
     }
+    // Only acks in flight at the kill can lack a confirmation: at most one per consumer.
+    assert!(unconfirmed <= 4, "{unconfirmed} messages done without a confirmed ack");
     assert!(redelivered > 0, "the kill must have caught live leases for this test to mean anything");
-    eprintln!("kill -9: {redelivered} messages redelivered after their lease expired (lease {LEASE:?}), killed at {killed_at}");
-    // Deephaven agrees: every message done.
-    let names = TableNames::new("agent_messages", "agent_events", "agent_metrics", Some(&ns));
-    let session = Session::connect(common::dh_config()).await.unwrap();
-    let snap = TableHandle::open(&session, &names.messages).await.unwrap().snapshot().await.unwrap();
-    let rows: Vec<_> = messages_from_batch(&snap).into_iter().map(Result::unwrap).collect();
+    eprintln!("kill -9: {redelivered} messages redelivered after their lease expired (lease {LEASE:?}), {unconfirmed} acked at the kill without the reply arriving, killed at {killed_at}");
+    // Deephaven agrees: every message done (checked above), once each.
     assert_eq!(rows.len(), MESSAGES);
-    assert!(rows.iter().all(|m| m.status.as_str() == "done"), "every message done in Deephaven");
+    let distinct: std::collections::HashSet<&str> = rows.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(distinct.len(), MESSAGES);
 }
