@@ -71,17 +71,8 @@ pub async fn run(args: RunArgs, prometheus: PrometheusHandle, shutdown: Cancella
         let (Some(bootstrap), Some(base)) = (args.kafka.bootstrap.clone(), args.kafka.mirror_topic.clone()) else {
             unreachable!("effective_components checked the follow settings")
         };
-        let plan = crate::mirror::replay::ReplayPlan {
-            bootstrap,
-            topics: MirrorTopics::new(&base)?,
-            start: Default::default(),
-            tables: vec![crate::mirror::codec::MirrorTable::Messages, crate::mirror::codec::MirrorTable::Events],
-            names: names.clone(),
-            dry_run: false,
-            skip_corrupt: None,
-            progress_bar: false,
-            ledger: components.contains(&Component::Mirror).then(|| ledger.clone()),
-        };
+        let mut plan = crate::mirror::replay::ReplayPlan::full(bootstrap, MirrorTopics::new(&base)?, names.clone());
+        plan.ledger = components.contains(&Component::Mirror).then(|| ledger.clone());
         let (session, stop) = (pool.session().await, shutdown.clone());
         tasks.spawn(async move {
             tokio::select! {
@@ -180,17 +171,7 @@ async fn restore_if_lost(pool: &SessionPool, args: &RunArgs, names: &crate::sche
         return Ok(());
     }
     tracing::warn!(table = %names.messages, "tables missing but the Kafka mirror exists: restoring from Kafka before starting");
-    let plan = crate::mirror::replay::ReplayPlan {
-        bootstrap,
-        topics,
-        start: Default::default(),
-        tables: vec![crate::mirror::codec::MirrorTable::Messages, crate::mirror::codec::MirrorTable::Events],
-        names: names.clone(),
-        dry_run: false,
-        skip_corrupt: None,
-        progress_bar: false,
-        ledger: None,
-    };
+    let plan = crate::mirror::replay::ReplayPlan::full(bootstrap, topics, names.clone());
     let summary = crate::mirror::replay::replay(&session, plan).await?;
     for (table, s) in &summary.tables {
         tracing::info!(table, rows = s.rows, records = s.records_read, checksum = %s.checksum, "restored from Kafka");

@@ -50,6 +50,24 @@ pub struct ReplayPlan {
     pub ledger: Option<KafkaLedger>,
 }
 
+impl ReplayPlan {
+    /// Both tables from the earliest record, written, no skipping, no
+    /// progress bar, no ledger (restore at start-up, a standby's follower).
+    pub fn full(bootstrap: String, topics: MirrorTopics, names: TableNames) -> ReplayPlan {
+        ReplayPlan {
+            bootstrap,
+            topics,
+            start: HashMap::new(),
+            tables: vec![MirrorTable::Messages, MirrorTable::Events],
+            names,
+            dry_run: false,
+            skip_corrupt: None,
+            progress_bar: false,
+            ledger: None,
+        }
+    }
+}
+
 /// Per-table outcome.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TableSummary {

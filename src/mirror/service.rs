@@ -334,8 +334,19 @@ async fn send_batch(out: &mut Outbox<'_>, encoder: &RecordEncoder, batch: &Recor
     if batch.num_rows() == 0 {
         return Ok(());
     }
-    let commits = commit_column(table, batch);
-    let records = encoder.encode_batch(batch)?;
+    send_records(out, encoder, encoder.encode_batch(batch)?, commit_column(table, batch), ledger, mode).await
+}
+
+/// [`send_batch`] for rows already encoded (`commits`: their commit stamps, by row).
+async fn send_records(
+    out: &mut Outbox<'_>,
+    encoder: &RecordEncoder,
+    records: Vec<EncodedRecord>,
+    commits: Option<Int64Array>,
+    ledger: &KafkaLedger,
+    mode: Mode,
+) -> Result<(), MirrorError> {
+    let table = encoder.table();
     // (record, tombstone first, commit stamp) of the rows to send.
     let sends: Vec<(EncodedRecord, bool, Option<i64>)> = ledger.with(table, |mirrored| {
         let mut sends = Vec::new();
@@ -372,9 +383,9 @@ async fn send_batch(out: &mut Outbox<'_>, encoder: &RecordEncoder, batch: &Recor
 async fn reconcile_snapshot(out: &mut Outbox<'_>, encoder: &RecordEncoder, snapshot: &RecordBatch, ledger: &KafkaLedger, mode: Mode) -> Result<HashMap<String, Option<i64>>, MirrorError> {
     let table = encoder.table();
     let before = ledger.with(table, |m| m.len());
-    let live: HashMap<String, Option<i64>> =
-        if snapshot.num_rows() == 0 { HashMap::new() } else { encoder.encode_batch(snapshot)?.into_iter().map(|r| (r.key, r.version)).collect() };
-    send_batch(out, encoder, snapshot, ledger, mode).await?;
+    let records = if snapshot.num_rows() == 0 { Vec::new() } else { encoder.encode_batch(snapshot)? };
+    let live: HashMap<String, Option<i64>> = records.iter().map(|r| (r.key.clone(), r.version)).collect();
+    send_records(out, encoder, records, commit_column(table, snapshot), ledger, mode).await?;
     let after = ledger.with(table, |m| m.len());
     tracing::info!(table = %table, live = live.len(), newly_mirrored = after.saturating_sub(before), "mirror reconciled snapshot");
     Ok(live)

@@ -280,17 +280,12 @@ impl TableState {
             }
             self.apply_shifts(&meta.shifts)?;
             for key in meta.added_rows.iter() {
-                if let Entry::Vacant(entry) = self.index.entry(key) {
-                    let slot = match self.free.pop() {
-                        Some(slot) => slot,
-                        None => {
-                            let slot = u32::try_from(self.populated.len()).map_err(|_| too_large("rows"))?;
-                            self.columns.iter_mut().for_each(|c| c.cells.push(Cell::default()));
-                            self.populated.push(true);
-                            slot
-                        }
-                    };
-                    entry.insert(slot);
+                if !self.index.contains_key(&key) {
+                    let slot = self.alloc_slot()?;
+                    self.index.insert(key, slot);
+                    if self.populated.len() <= slot as usize {
+                        self.populated.resize(slot as usize + 1, true);
+                    }
                     self.populated[slot as usize] = false;
                     self.unpopulated += 1;
                 }
@@ -314,7 +309,7 @@ impl TableState {
         let complete = meta.is_snapshot && meta.effective_viewport.is_none() && self.unpopulated == 0;
         self.poisoned = false;
         if !complete {
-            let empty = self.batch(self.schema.fields().iter().map(|f| new_empty_array(f.data_type())).collect(), 0)?;
+            let empty = self.gather_batch(&[])?;
             return Ok(TableDelta {
                 is_snapshot: true,
                 added_keys: Vec::new(),
@@ -474,24 +469,31 @@ impl TableState {
             return Ok(added);
         }
         for (row, &key) in added.iter().enumerate() {
-            let Entry::Vacant(entry) = self.index.entry(key) else {
-                return Err(BarrageError::AddExistingKey { key });
-            };
-            let slot = match self.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    let slot = self.columns.first().map_or(0, |c| c.cells.len());
-                    let slot = u32::try_from(slot).map_err(|_| too_large("rows"))?;
-                    self.columns.iter_mut().for_each(|c| c.cells.push(Cell::default()));
-                    slot
+            let slot = self.alloc_slot()?;
+            match self.index.entry(key) {
+                Entry::Vacant(entry) => {
+                    entry.insert(slot);
                 }
-            };
-            entry.insert(slot);
+                Entry::Occupied(_) => {
+                    self.free.push(slot);
+                    return Err(BarrageError::AddExistingKey { key });
+                }
+            }
             for (column, &chunk) in self.columns.iter_mut().zip(&chunks) {
                 column.cells[slot as usize] = Cell { chunk, row: row as u32 };
             }
         }
         Ok(added)
+    }
+
+    /// A slot for a new row: a freed one, or a new one at the end of every column.
+    fn alloc_slot(&mut self) -> Result<u32, BarrageError> {
+        if let Some(slot) = self.free.pop() {
+            return Ok(slot);
+        }
+        let slot = u32::try_from(self.columns.first().map_or(0, |c| c.cells.len())).map_err(|_| too_large("rows"))?;
+        self.columns.iter_mut().for_each(|c| c.cells.push(Cell::default()));
+        Ok(slot)
     }
 
     /// Gathers every column of `slots` into a batch.
